@@ -1,0 +1,77 @@
+// Byte-level conversions between etcd's representation and our JSON:
+// keys and values are bytes; JSON shows them as UTF-8 strings where they are
+// valid UTF-8 and as base64 fields where they are not. Revisions are numbers,
+// lease IDs lowercase hex.
+import { isUtf8 } from 'node:buffer';
+import type { IKeyValue, IResponseHeader } from 'etcd3';
+import { badRequest } from '../errors.js';
+
+export type KeyEncoding = 'utf8' | 'base64url';
+
+/** Decodes a key (or range end) given in the URL, in the chosen encoding. */
+export function decodeKey(raw: string, encoding: KeyEncoding = 'utf8', what = 'key'): Buffer {
+  if (encoding === 'utf8') return Buffer.from(raw, 'utf8');
+  // Base64url (RFC 4648 §5); padding optional. Node's decoder silently skips
+  // bad characters, so validate first: a typo must not address another key.
+  if (!/^[A-Za-z0-9_-]*={0,2}$/.test(raw) || raw.replace(/=+$/, '').length % 4 === 1) {
+    throw badRequest(`${what} is not valid base64url`, 'invalid_base64');
+  }
+  return Buffer.from(raw, 'base64url');
+}
+
+/** etcd's "all keys with this prefix" end: the prefix with its last byte below 0xff incremented. */
+export function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]! += 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  // Empty prefix or all 0xff: every key from here on.
+  return Buffer.from([0]);
+}
+
+export const ZERO_KEY = Buffer.from([0]);
+
+/** Revision-like int64 strings from etcd3 to JSON numbers. */
+export function num(v: string | number | undefined | null): number {
+  return v === undefined || v === null ? 0 : Number(v);
+}
+
+/** etcd lease IDs (int64, decimal strings from etcd3) as lowercase hex; null for no lease. */
+export function leaseHex(v: string | number | undefined | null): string | null {
+  if (v === undefined || v === null || v === '0' || v === 0) return null;
+  return BigInt.asUintN(64, BigInt(v)).toString(16);
+}
+
+export interface KeyValueJson {
+  key?: string;
+  key_base64?: string;
+  value?: string;
+  value_base64?: string;
+  create_revision: number;
+  mod_revision: number;
+  version: number;
+  lease: string | null;
+}
+
+function putBytes(out: Record<string, unknown>, field: string, bytes: Buffer): void {
+  if (isUtf8(bytes)) out[field] = bytes.toString('utf8');
+  else out[`${field}_base64`] = bytes.toString('base64');
+}
+
+export function kvToJson(kv: IKeyValue, withValue = true): KeyValueJson {
+  const out: Record<string, unknown> = {};
+  putBytes(out, 'key', kv.key);
+  if (withValue) putBytes(out, 'value', kv.value);
+  out.create_revision = num(kv.create_revision);
+  out.mod_revision = num(kv.mod_revision);
+  out.version = num(kv.version);
+  out.lease = leaseHex(kv.lease);
+  return out as unknown as KeyValueJson;
+}
+
+export function clusterIdHex(header: IResponseHeader | undefined): string | undefined {
+  return header?.cluster_id ? BigInt(header.cluster_id).toString(16) : undefined;
+}

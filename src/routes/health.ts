@@ -1,0 +1,57 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { Problem } from '../errors.js';
+import { errorResponses, HealthSchema } from '../schemas/common.js';
+
+export interface HealthRoutesOptions {
+  /** Deadline of the readiness probe's etcd call. */
+  readyTimeoutMs: number;
+}
+
+const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app, opts) => {
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Liveness: the gateway process is up',
+        response: { 200: HealthSchema },
+      },
+    },
+    async () => ({ status: 'ok' }),
+  );
+
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Readiness: etcd is reachable and has a leader',
+        response: {
+          200: Type.Object({
+            status: Type.String(),
+            leader: Type.String({ description: 'Member ID of the etcd leader (hex).' }),
+            revision: Type.Integer(),
+            etcd_version: Type.String(),
+          }),
+          ...errorResponses(),
+        },
+      },
+    },
+    async (_req, reply) => {
+      const status = await app.etcd.maintenance.status({ deadline: Date.now() + opts.readyTimeoutMs });
+      reply.etcdHeaders(status.header);
+      if (!status.leader || status.leader === '0') {
+        throw new Problem(503, 'no_leader', 'etcd is reachable but has no leader', { headers: { 'retry-after': '1' } });
+      }
+      return {
+        status: 'ready',
+        leader: BigInt(status.leader).toString(16),
+        revision: Number(status.header.revision),
+        etcd_version: status.version,
+      };
+    },
+  );
+};
+
+export default healthRoutes;
