@@ -240,6 +240,14 @@ export function fromEtcdError(err: GrpcLikeError, kind?: CallKind): Problem {
   return new Problem(status, code, detail, { extra, headers, cause: err });
 }
 
+const FASTIFY_CODES: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
+};
+
 /** Renders anything thrown in a request into a Problem. */
 export function toProblem(err: unknown): Problem {
   if (err instanceof Problem) return err;
@@ -247,13 +255,7 @@ export function toProblem(err: unknown): Problem {
   const e = err as { statusCode?: number; code?: string; message?: string; validation?: unknown };
   if (e && typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     // Fastify's own client errors (validation, body limit, bad JSON, media type).
-    const code = e.validation
-      ? 'validation_failed'
-      : e.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
-        ? 'body_too_large'
-        : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-          ? 'unsupported_media_type'
-          : (e.code?.toLowerCase().replace(/^fst_err_/, '') ?? 'bad_request');
+    const code = e.validation ? 'validation_failed' : (FASTIFY_CODES[e.code ?? ''] ?? 'bad_request');
     return new Problem(e.statusCode, code, e.message ?? 'bad request');
   }
   return new Problem(500, 'internal_error', 'internal error', { cause: err });
