@@ -48,6 +48,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+// Shell habits for switches (ALLOW_INSECURE_PUBLIC=1); ajv only coerces true/false.
+const BOOLEAN_WORDS: Record<string, string> = { '1': 'true', yes: 'true', on: 'true', '0': 'false', no: 'false', off: 'false' };
+
 interface AjvError {
   instancePath?: string;
   message?: string;
@@ -65,7 +68,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const data: Record<string, string> = {};
   for (const name of known) {
     const value = env[name];
-    if (value !== undefined && value !== '') data[name] = value;
+    if (value === undefined || value === '') continue;
+    const isSwitch = (ConfigSchema.properties as Record<string, { type?: string }>)[name]?.type === 'boolean';
+    data[name] = isSwitch ? (BOOLEAN_WORDS[value.toLowerCase()] ?? value) : value;
   }
   try {
     return envSchema<Config>({ schema: structuredClone(ConfigSchema), data, env: false, dotenv: false });

@@ -25,10 +25,32 @@ export const ProblemSchema = Type.Object(
 
 export const ProblemRef = Type.Ref('Problem');
 
-/** Error responses every route may give. */
+const ERROR_DESCRIPTIONS: Record<number, string> = {
+  400: 'Bad input',
+  401: 'Not authenticated',
+  403: 'Not permitted',
+  404: 'Not found',
+  409: 'Conflict',
+  410: 'Revision compacted',
+  412: 'Precondition failed',
+  413: 'Body too large',
+  500: 'Internal error',
+  503: 'etcd unreachable or without leader (Retry-After)',
+  504: 'etcd deadline; for writes `outcome: "unknown"`',
+};
+
+/** A problem+json response, as the error handler sends it. */
+export function problemResponse(status: number) {
+  return {
+    description: ERROR_DESCRIPTIONS[status] ?? 'Error',
+    content: { 'application/problem+json': { schema: ProblemRef } },
+  };
+}
+
+/** Error responses: those every route may give plus the given ones. */
 export function errorResponses(...statuses: number[]) {
-  const out: Record<number, typeof ProblemRef> = {};
-  for (const s of [400, 500, 503, 504, ...statuses]) out[s] = ProblemRef;
+  const out: Record<number, ReturnType<typeof problemResponse>> = {};
+  for (const s of [400, 500, 503, 504, ...statuses].sort()) out[s] = problemResponse(s);
   return out;
 }
 
@@ -43,7 +65,7 @@ export const LeaseId = Type.String({ pattern: '^[0-9a-f]{1,16}$', description: '
  * `false`/`0`. Ajv's coercion would turn the bare `?prefix` into false, so
  * flags are strings and read with isSet().
  */
-export const Flag = Type.Union([Type.Literal(''), Type.Literal('true'), Type.Literal('1'), Type.Literal('false'), Type.Literal('0')], {
+export const Flag = Type.Enum(['', 'true', '1', 'false', '0'], {
   description: 'Boolean flag: present, `true` or `1` to set; `false` or `0` to unset.',
 });
 export type Flag = Static<typeof Flag>;
