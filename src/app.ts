@@ -10,8 +10,12 @@ import etcdPlugin from './plugins/etcd.js';
 import openapiPlugin from './plugins/openapi.js';
 import healthRoutes from './routes/health.js';
 import kvRoutes from './routes/kv.js';
+import leaseRoutes from './routes/leases.js';
+import txnRoutes from './routes/txn.js';
 import { ProblemSchema } from './schemas/common.js';
 import { DeleteResultSchema, KeyValueSchema, ListingSchema, PutResultSchema } from './schemas/kv.js';
+import { LeaseInfoSchema, LeaseListSchema, LeaseRevokedSchema, LeaseSchema } from './schemas/leases.js';
+import { TxnCompareSchema, TxnOpResponseSchema, TxnOpSchema, TxnRequestSchema, TxnResponseSchema } from './schemas/txn.js';
 
 export type GatewayConfig = Pick<
   Config,
@@ -45,7 +49,22 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     reply.header('x-request-id', req.id);
   });
 
-  for (const schema of [ProblemSchema, KeyValueSchema, ListingSchema, PutResultSchema, DeleteResultSchema]) {
+  for (const schema of [
+    ProblemSchema,
+    KeyValueSchema,
+    ListingSchema,
+    PutResultSchema,
+    DeleteResultSchema,
+    TxnCompareSchema,
+    TxnOpSchema,
+    TxnRequestSchema,
+    TxnOpResponseSchema,
+    TxnResponseSchema,
+    LeaseSchema,
+    LeaseInfoSchema,
+    LeaseListSchema,
+    LeaseRevokedSchema,
+  ]) {
     app.addSchema(schema);
   }
 
@@ -58,5 +77,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(openapiPlugin);
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
   await app.register(kvRoutes, { bodyLimit: config.BODY_LIMIT, listMaxKeys: config.LIST_MAX_KEYS });
+  await app.register(txnRoutes, { listMaxKeys: config.LIST_MAX_KEYS });
+  await app.register(leaseRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
   return app;
 }

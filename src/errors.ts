@@ -233,7 +233,9 @@ export function fromEtcdError(err: GrpcLikeError, kind?: CallKind): Problem {
   const headers: Record<string, string> = {};
   if (row.retryAfter) headers['retry-after'] = String(row.retryAfter);
   const hide = 'hideDetail' in row && row.hideDetail;
-  let detail = hide ? 'etcd failed to process the request' : text;
+  // Connection failures describe our network (member addresses, resolver
+  // notes): the caller learns that etcd is unreachable, the log keeps the rest.
+  let detail = hide ? 'etcd failed to process the request' : notSent ? 'could not connect to any etcd member' : text;
   if (extra.outcome === 'unknown') {
     detail = `${text}; the write may or may not have been applied: read the key before retrying`;
   }

@@ -63,8 +63,12 @@ t.test('writes whose outcome is unknown answer 504 with outcome "unknown"', asyn
     t.match(p.message, /may or may not have been applied/);
   }
   // Refused before it left the gateway: certainly not applied, so 503, no outcome.
-  const notSent = fromEtcdError(grpcError(status.UNAVAILABLE, 'No connection established', { [NOT_SENT]: true }), 'write');
+  const notSent = fromEtcdError(
+    grpcError(status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED 10.1.2.3:2379', { [NOT_SENT]: true }),
+    'write',
+  );
   t.equal(notSent.status, 503);
+  t.equal(notSent.message, 'could not connect to any etcd member', 'member addresses stay in the log');
   t.equal(notSent.code, 'etcd_unavailable');
   t.notOk(notSent.body().outcome);
   t.equal(notSent.headers['retry-after'], '1');

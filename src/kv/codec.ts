@@ -39,10 +39,13 @@ export function num(v: string | number | undefined | null): number {
   return v === undefined || v === null ? 0 : Number(v);
 }
 
-/** etcd lease IDs (int64, decimal strings from etcd3) as lowercase hex; null for no lease. */
+/**
+ * etcd lease IDs (int64, decimal strings from etcd3) as 16 lowercase hex
+ * digits, exactly as etcdctl prints them (`%016x`); null for no lease.
+ */
 export function leaseHex(v: string | number | undefined | null): string | null {
   if (v === undefined || v === null || v === '0' || v === 0) return null;
-  return BigInt.asUintN(64, BigInt(v)).toString(16);
+  return BigInt.asUintN(64, BigInt(v)).toString(16).padStart(16, '0');
 }
 
 export interface KeyValueJson {

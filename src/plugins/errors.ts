@@ -1,14 +1,17 @@
 // Renders every error as RFC 9457 problem+json. Handlers throw; this is the
 // only place that writes an error response. 5xx answers hide internals.
 import fp from 'fastify-plugin';
-import { Problem, toProblem } from '../errors.js';
+import { isGrpcError, Problem, toProblem } from '../errors.js';
 
 export default fp(
   async (app) => {
     app.setErrorHandler((err, req, reply) => {
       const problem = toProblem(err);
-      if (problem.status >= 500) {
+      if (problem.status >= 500 && !isGrpcError(err)) {
         req.log.error({ err, code: problem.code }, 'request failed');
+      } else if (problem.status >= 500) {
+        // etcd outages are expected operating conditions, not gateway bugs: no stack.
+        req.log.warn({ code: problem.code, grpc: (err as { details?: string }).details }, 'etcd failed');
       } else {
         req.log.info({ code: problem.code, detail: problem.message }, 'request refused');
       }

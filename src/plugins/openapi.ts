@@ -37,6 +37,8 @@ export default fp(
         },
         tags: [
           { name: 'kv', description: 'Keys: read, list, write, delete' },
+          { name: 'txn', description: 'Transactions: compare, then put, get, delete or nested txn, atomically' },
+          { name: 'leases', description: 'Leases: grant, list, time to live, keep-alive, revoke' },
           { name: 'operations', description: 'Health, readiness, documentation' },
         ],
       },

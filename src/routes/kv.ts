@@ -2,9 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { CompareResult, CompareTarget, type ICompare, type IDeleteRangeResponse, type IKeyValue, type IRequestOp, type ITxnResponse } from 'etcd3';
 import { Type } from 'typebox';
 import { Problem, badRequest } from '../errors.js';
-import { kvToJson, leaseHex, num } from '../kv/codec.js';
+import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
 import { isRange, keyRange, list } from '../kv/range.js';
-import { errorResponses, isSet, ProblemRef } from '../schemas/common.js';
+import { errorResponses, isSet } from '../schemas/common.js';
 import {
   DeleteKeyQuery,
   DeleteResultSchema,
@@ -123,7 +123,16 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*')) {
         return reply.code(304).send(null);
       }
-      if (wantsJson(req.headers.accept)) return reply.type('application/json').send(kvToJson(found));
+      if (wantsJson(req.headers.accept)) {
+        const out: KeyValueJson & { ttl?: number } = kvToJson(found);
+        if (leaseId) {
+          // A TTL key's time left is its lease's. A lease gone since the read
+          // (TTL -1) means the key is being deleted: 0 seconds left.
+          const ttl = await lease.leaseTimeToLive({ ID: found.lease });
+          out.ttl = Math.max(num(ttl.TTL), 0);
+        }
+        return reply.type('application/json').send(out);
+      }
       // Raw bytes, never sniffed: a value is data, not a page (Consul's ?raw XSS, CVE-2020-25864).
       reply.header('x-content-type-options', 'nosniff');
       reply.header('content-security-policy', "default-src 'none'; sandbox");
@@ -146,9 +155,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         response: {
           200: PutResultSchema,
           201: PutResultSchema,
-          412: ProblemRef,
-          413: ProblemRef,
-          ...errorResponses(404),
+          ...errorResponses(412, 413, 404),
         },
       },
     },
@@ -211,7 +218,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         description: 'Deleting a key that does not exist succeeds with `deleted: 0`, as in etcd.',
         params: KeyParams,
         querystring: DeleteKeyQuery,
-        response: { 200: DeleteResultSchema, 412: ProblemRef, ...errorResponses() },
+        response: { 200: DeleteResultSchema, ...errorResponses(412) },
       },
     },
     async (req, reply) => {

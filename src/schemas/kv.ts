@@ -11,12 +11,18 @@ export const KeyValueSchema = Type.Object(
     mod_revision: Type.Integer(),
     version: Type.Integer(),
     lease: Type.Union([LeaseId, Type.Null()], { description: 'Attached lease (hex), or null.' }),
+    ttl: Type.Optional(
+      Type.Integer({
+        description:
+          "Seconds left on the key's lease (reading one key as JSON, when it has a lease). A minimum, not an exact time: etcd extends leases across leader elections.",
+      }),
+    ),
   },
   { $id: 'KeyValue', title: 'KeyValue' },
 );
 export const KeyValueRef = Type.Ref('KeyValue');
 
-export const KeyEncodingQuery = Type.Union([Type.Literal('utf8'), Type.Literal('base64url')], {
+export const KeyEncodingQuery = Type.Enum(['utf8', 'base64url'], {
   description:
     'How the key in the path (and `range_end`) is written: `utf8` (default, percent-encoded as URLs are) or `base64url` for keys that are not valid UTF-8.',
 });
@@ -37,9 +43,9 @@ export const GetKeyQuery = Type.Object(
     keys_only: Type.Optional(Flag),
     count_only: Type.Optional(Flag),
     sort: Type.Optional(
-      Type.Union(['key', 'version', 'create', 'mod', 'value'].map((s) => Type.Literal(s)), { description: 'Sort target.' }),
+      Type.Enum(['key', 'version', 'create', 'mod', 'value'], { description: 'Sort target.' }),
     ),
-    order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
+    order: Type.Optional(Type.Enum(['asc', 'desc'])),
     min_create_revision: Type.Optional(Revision),
     max_create_revision: Type.Optional(Revision),
     min_mod_revision: Type.Optional(Revision),
