@@ -6,13 +6,8 @@
 //   BENCH_REQUESTS=20000 BENCH_CONCURRENCY=64 npm run bench
 //
 // Everything runs on loopback; the gateway runs as its own process (node dist/server.js).
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { spawnEtcd } from '../src/etcd/process.js';
-import { freePort } from '../test/helpers/cluster.js';
+import { rssMiB, startBench } from './harness.js';
 
 // Targets (see bench/README.md): printed beside the figures, never asserted.
 const TARGET_RATIO = 0.5; // at least half of etcd's own JSON gateway throughput
@@ -66,42 +61,13 @@ async function run(port: number, makeCall: (i: number) => Call): Promise<{ rps: 
   return { rps: REQUESTS / seconds, p50: pct(0.5), p99: pct(0.99) };
 }
 
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
-}
-
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
 async function main(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'etcd-gw-bench-'));
-  const clientPort = await freePort();
-  const peerPort = await freePort();
-  const etcd = spawnEtcd({
-    name: 'bench',
-    dataDir: join(dir, 'etcd'),
-    clientUrl: `http://127.0.0.1:${clientPort}`,
-    peerUrl: `http://127.0.0.1:${peerPort}`,
-    initialCluster: `bench=http://127.0.0.1:${peerPort}`,
-  });
-  const gatewayPort = await freePort();
-  let gateway: ReturnType<typeof spawn> | undefined;
+  const bench = await startBench();
+  const { gatewayPort, etcdPort: clientPort, gateway, etcd } = bench;
   try {
-    await etcd.ready;
-    gateway = spawn(process.execPath, ['dist/server.js'], {
-      env: { ...process.env, ETCD_ENDPOINTS: `http://127.0.0.1:${clientPort}`, PORT: String(gatewayPort), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
     const warm = new Agent({ keepAlive: true });
-    for (let i = 0; ; i++) {
-      try {
-        await send(warm, gatewayPort, { method: 'GET', path: '/healthz' });
-        break;
-      } catch (err) {
-        if (i > 100) throw err;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
     for (let i = 0; i < 100; i++) {
       await send(warm, gatewayPort, { method: 'PUT', path: `/v1/kv//bench/list/${String(i).padStart(3, '0')}`, body: VALUE });
     }
@@ -150,9 +116,7 @@ async function main(): Promise<void> {
     for (const v of verdicts) console.log(`- ${v}`);
     console.log(`- gateway memory ${gatewayRss.toFixed(0)} MiB (target <= ${TARGET_RSS_MIB} MiB) ${gatewayRss <= TARGET_RSS_MIB ? 'met' : 'MISSED'}`);
   } finally {
-    gateway?.kill('SIGTERM');
-    await etcd.stop();
-    await rm(dir, { recursive: true, force: true });
+    await bench.stop();
   }
 }
 

@@ -1,25 +1,42 @@
 // The app factory. The gateway is a Fastify app built from plugins; the
 // process entry (src/server.ts) and the tests build the same app.
 import { randomUUID } from 'node:crypto';
+import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from './config.js';
 import { loggerOptions, type LoggingOptions } from './logging.js';
+import { EtcdTokenMinter, passwordScope } from './auth/etcd-tokens.js';
+import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
+import authPlugin, { WS_PROTOCOL } from './plugins/auth.js';
 import errorsPlugin from './plugins/errors.js';
 import etcdPlugin from './plugins/etcd.js';
 import openapiPlugin from './plugins/openapi.js';
+import watchHubPlugin from './plugins/watch-hub.js';
+import clusterRoutes from './routes/cluster.js';
+import electionRoutes from './routes/elections.js';
 import healthRoutes from './routes/health.js';
+import { ticketRoutes, tokenRoutes } from './routes/auth.js';
 import kvRoutes from './routes/kv.js';
 import leaseRoutes from './routes/leases.js';
+import lockRoutes from './routes/locks.js';
+import maintenanceRoutes from './routes/maintenance.js';
 import txnRoutes from './routes/txn.js';
+import watchRoutes from './routes/watch.js';
+import { ClusterHealthSchema, ClusterStatusSchema, EndpointStatusSchema, MemberAddedSchema, MemberListSchema, MemberSchema } from './schemas/cluster.js';
+import { TicketSchema, TokenRequestSchema, TokenSchema } from './schemas/auth.js';
 import { ProblemSchema } from './schemas/common.js';
+import { ElectionLeaderSchema, ResignedSchema } from './schemas/elections.js';
 import { DeleteResultSchema, KeyValueSchema, ListingSchema, PutResultSchema } from './schemas/kv.js';
 import { LeaseInfoSchema, LeaseListSchema, LeaseRevokedSchema, LeaseSchema } from './schemas/leases.js';
+import { LockReleasedSchema, LockSchema } from './schemas/locks.js';
+import { AlarmListSchema, CompactionSchema, DefragmentSchema, HashKvSchema, MoveLeaderSchema } from './schemas/maintenance.js';
+import { LongPollResultSchema, WatchKeepAliveSchema, WatchServerMessageSchema, WatchSubscribeSchema, WatchUnsubscribeSchema } from './schemas/watch.js';
 import { TxnCompareSchema, TxnOpResponseSchema, TxnOpSchema, TxnRequestSchema, TxnResponseSchema } from './schemas/txn.js';
 
-export type GatewayConfig = Pick<
+export type GatewayConfig = Omit<
   Config,
-  'BODY_LIMIT' | 'REQUEST_TIMEOUT_MS' | 'LIST_MAX_KEYS' | 'LOG_LEVEL' | 'ETCD_CA_FILE' | 'ETCD_CERT_FILE' | 'ETCD_KEY_FILE'
+  'ETCD_ENDPOINTS' | 'HOST' | 'PORT' | 'ALLOW_INSECURE_PUBLIC' | 'EMBEDDED_ETCD_DATA_DIR' | 'EMBEDDED_ETCD_CLIENT_PORT' | 'EMBEDDED_ETCD_PEER_PORT' | 'ETCD_BINARY'
 >;
 
 export interface AppOptions {
@@ -64,20 +81,140 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     LeaseInfoSchema,
     LeaseListSchema,
     LeaseRevokedSchema,
+    LockSchema,
+    LockReleasedSchema,
+    ElectionLeaderSchema,
+    ResignedSchema,
+    MemberSchema,
+    MemberListSchema,
+    MemberAddedSchema,
+    EndpointStatusSchema,
+    ClusterStatusSchema,
+    ClusterHealthSchema,
+    CompactionSchema,
+    DefragmentSchema,
+    AlarmListSchema,
+    HashKvSchema,
+    MoveLeaderSchema,
+    WatchSubscribeSchema,
+    WatchUnsubscribeSchema,
+    WatchKeepAliveSchema,
+    WatchServerMessageSchema,
+    LongPollResultSchema,
+    TokenRequestSchema,
+    TokenSchema,
+    TicketSchema,
   ]) {
     app.addSchema(schema);
   }
 
-  await app.register(errorsPlugin);
-  await app.register(etcdPlugin, {
+  const connection = new EtcdConnection({
     endpoints: opts.endpoints,
     timeoutMs: config.REQUEST_TIMEOUT_MS,
     tls: { caFile: config.ETCD_CA_FILE, certFile: config.ETCD_CERT_FILE, keyFile: config.ETCD_KEY_FILE },
   });
+  const { minter, serviceAuth } = etcdIdentities(config, connection);
+
+  await app.register(errorsPlugin);
+  await app.register(etcdPlugin, { connection, serviceAuth });
+  await app.register(authPlugin, {
+    secret: config.AUTH_JWT_SECRET,
+    publicKeyFile: config.AUTH_JWT_PUBLIC_KEY_FILE,
+    privateKeyFile: config.AUTH_JWT_PRIVATE_KEY_FILE,
+    issuer: config.AUTH_JWT_ISSUER,
+    audience: config.AUTH_JWT_AUDIENCE,
+    usernameClaim: config.AUTH_USERNAME_CLAIM,
+    tokenTtlSeconds: config.AUTH_TOKEN_TTL_SECONDS,
+    allowRoot: config.AUTH_ALLOW_ROOT,
+    minter,
+  });
+  await app.register(watchHubPlugin, {
+    bufferBatches: config.WATCH_BUFFER_BATCHES,
+    bufferBytes: 8 * 1024 * 1024,
+    progressIntervalMs: config.WATCH_HEARTBEAT_MS,
+  });
+  await app.register(websocket, {
+    options: {
+      maxPayload: config.WATCH_MAX_MESSAGE_BYTES,
+      // Browsers send the token as a subprotocol beside ours; the answer names
+      // ours only, so the token is never echoed back.
+      handleProtocols: (protocols: Set<string>) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : false),
+    },
+    // Replaces the plugin's default, which closes sockets without a word:
+    // every watch client first learns where to resume.
+    preClose(done) {
+      for (const client of app.watchClients) client.shutdown();
+      app.websocketServer.close();
+      done();
+    },
+  });
   await app.register(openapiPlugin);
+
+  // Public scope: health, documentation, token exchange.
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
-  await app.register(kvRoutes, { bodyLimit: config.BODY_LIMIT, listMaxKeys: config.LIST_MAX_KEYS });
-  await app.register(txnRoutes, { listMaxKeys: config.LIST_MAX_KEYS });
-  await app.register(leaseRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
+  await app.register(tokenRoutes);
+
+  // Protected scope: every route registered in here runs the authentication
+  // hook (when authentication is on) and calls etcd as its caller.
+  await app.register(async (api) => {
+    if (app.authEnabled) api.addHook('onRequest', app.authenticate);
+    api.addHook('onRoute', (route) => {
+      route.schema = { ...route.schema, security: [{ bearerAuth: [] }] };
+    });
+    await api.register(kvRoutes, {
+      bodyLimit: config.BODY_LIMIT,
+      listMaxKeys: config.LIST_MAX_KEYS,
+      longPollMaxSeconds: config.LONG_POLL_MAX_SECONDS,
+    });
+    await api.register(watchRoutes, {
+      maxSubscriptions: config.WATCH_MAX_SUBSCRIPTIONS,
+      maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES,
+      heartbeatMs: config.WATCH_HEARTBEAT_MS,
+      listMaxKeys: config.LIST_MAX_KEYS,
+      requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
+      corsOrigins: config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+    });
+    await api.register(txnRoutes, { listMaxKeys: config.LIST_MAX_KEYS });
+    await api.register(leaseRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
+    await api.register(ticketRoutes);
+    await api.register(lockRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
+    await api.register(electionRoutes, {
+      timeoutMs: config.REQUEST_TIMEOUT_MS,
+      heartbeatMs: config.WATCH_HEARTBEAT_MS,
+      maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES,
+      listMaxKeys: config.LIST_MAX_KEYS,
+    });
+    // Per-member probes get a short deadline so one dead member cannot stall a
+    // report; defragmentation and physical compaction a long one.
+    const probeTimeoutMs = Math.min(config.REQUEST_TIMEOUT_MS, 2000);
+    await api.register(clusterRoutes, { probeTimeoutMs });
+    await api.register(maintenanceRoutes, {
+      timeoutMs: config.REQUEST_TIMEOUT_MS,
+      probeTimeoutMs,
+      longTimeoutMs: Math.max(config.REQUEST_TIMEOUT_MS, 120_000),
+    });
+  });
   return app;
+}
+
+/**
+ * Who the gateway is to etcd. With etcd's signing key it mints tokens for its
+ * service user and for every caller (learning the auth revision with the
+ * service user's password); with only a password it uses etcd's own token;
+ * with neither, etcd runs without authentication.
+ */
+function etcdIdentities(config: GatewayConfig, connection: EtcdConnection): { minter?: EtcdTokenMinter; serviceAuth?: ScopeAuth } {
+  const { ETCD_USERNAME: name, ETCD_PASSWORD: password } = config;
+  const authenticate = async () => {
+    if (!name || !password) throw new Error('ETCD_USERNAME and ETCD_PASSWORD are needed to learn etcd\'s auth revision');
+    const res = await connection.exec<{ token: string }>('Auth', 'authenticate', { name, password });
+    return res.token;
+  };
+  if (config.ETCD_TOKEN_SIGNING_KEY_FILE) {
+    if (!name || !password) throw new Error('ETCD_TOKEN_SIGNING_KEY_FILE needs ETCD_USERNAME and ETCD_PASSWORD (the gateway\'s service user)');
+    const minter = EtcdTokenMinter.fromFile(config.ETCD_TOKEN_SIGNING_KEY_FILE, { signMethod: config.ETCD_TOKEN_SIGN_METHOD, authenticate });
+    return { minter, serviceAuth: minter.scopeFor(name) };
+  }
+  if (name && password) return { serviceAuth: passwordScope(authenticate) };
+  return {};
 }

@@ -26,9 +26,48 @@ export const ConfigSchema = Type.Object({
     maximum: 100_000,
     description: 'Most keys one listing returns; a larger listing is paged with `more` and `next`.',
   }),
+  CORS_ORIGINS: Type.String({
+    default: '',
+    description: 'Comma-separated browser origins allowed to open websockets (besides the same origin).',
+  }),
+  WATCH_MAX_SUBSCRIPTIONS: Type.Integer({ default: 100, minimum: 1, description: 'Most subscriptions on one websocket.' }),
+  WATCH_MAX_BUFFERED_BYTES: Type.Integer({
+    default: 4 * 1024 * 1024,
+    minimum: 1024,
+    description: 'Unsent bytes a watch client may fall behind by before it is cut off with its resume revision.',
+  }),
+  WATCH_MAX_MESSAGE_BYTES: Type.Integer({ default: 64 * 1024, minimum: 256, description: 'Largest websocket message a client may send.' }),
+  WATCH_HEARTBEAT_MS: Type.Integer({ default: 15_000, minimum: 100, description: 'Websocket ping and SSE heartbeat interval.' }),
+  WATCH_BUFFER_BATCHES: Type.Integer({
+    default: 1000,
+    minimum: 0,
+    description: 'Recent revisions each shared etcd watch keeps so late joiners can share it.',
+  }),
+  LONG_POLL_MAX_SECONDS: Type.Integer({ default: 300, minimum: 1, description: 'Longest ?wait long-poll.' }),
   ALLOW_INSECURE_PUBLIC: Type.Boolean({
     default: false,
     description: 'Allow listening on a non-loopback address while authentication is off.',
+  }),
+  AUTH_JWT_SECRET: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret for callers\' JWTs (at least 32 characters). Turns authentication on.' })),
+  AUTH_JWT_PUBLIC_KEY_FILE: Type.Optional(
+    Type.String({ minLength: 1, description: 'PEM public key (RSA → RS256, EC P-256 → ES256) for callers\' JWTs. Turns authentication on.' }),
+  ),
+  AUTH_JWT_PRIVATE_KEY_FILE: Type.Optional(
+    Type.String({ minLength: 1, description: 'PEM private key matching AUTH_JWT_PUBLIC_KEY_FILE, so that POST /v1/auth/token can issue tokens.' }),
+  ),
+  AUTH_JWT_ISSUER: Type.String({ default: 'etcd-gateway', minLength: 1 }),
+  AUTH_JWT_AUDIENCE: Type.String({ default: 'etcd-gateway', minLength: 1 }),
+  AUTH_USERNAME_CLAIM: Type.String({ default: 'sub', minLength: 1, description: 'The JWT claim that names the etcd user.' }),
+  AUTH_TOKEN_TTL_SECONDS: Type.Integer({ default: 3600, minimum: 60, description: 'Lifetime of tokens from POST /v1/auth/token.' }),
+  AUTH_ALLOW_ROOT: Type.Boolean({ default: false, description: 'Allow callers whose JWT names the etcd user root.' }),
+  ETCD_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'The gateway\'s own etcd user (when etcd auth is on).' })),
+  ETCD_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
+  ETCD_TOKEN_SIGNING_KEY_FILE: Type.Optional(
+    Type.String({ minLength: 1, description: 'etcd\'s JWT private key (--auth-token jwt,priv-key=...), to call etcd as each caller.' }),
+  ),
+  ETCD_TOKEN_SIGN_METHOD: Type.Enum(['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'], {
+    default: 'RS256',
+    description: 'etcd\'s --auth-token sign-method.',
   }),
   ETCD_CA_FILE: Type.Optional(Type.String({ minLength: 1 })),
   ETCD_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),

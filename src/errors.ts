@@ -65,6 +65,7 @@ const TITLES: Record<number, string> = {
   412: 'Precondition Failed',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
+  426: 'Upgrade Required',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   501: 'Not Implemented',
@@ -140,6 +141,10 @@ export const ETCD_ERROR_TABLE: readonly EtcdErrorRow[] = [
   { match: 'etcdserver: member not found', status: 404, code: 'member_not_found' },
   { match: 'etcdserver: member not learner', status: 400, code: 'member_not_learner' },
   { match: 'etcdserver: can only promote a learner member which is in sync with leader', status: 409, code: 'learner_not_ready' },
+  // After the row above: etcd's refusal to promote a voting member is its prefix.
+  { match: 'etcdserver: can only promote a learner member', status: 400, code: 'member_not_learner' },
+  { match: 'etcdserver: given member URLs are invalid', status: 400, code: 'invalid_peer_urls' },
+  { match: 'etcdserver: bad leader transferee', status: 400, code: 'bad_leader_transferee' },
   { match: 'etcdserver: too many learner members in cluster', status: 409, code: 'too_many_learners' },
   { match: 'etcdserver: re-configuration failed due to not enough started members', status: 409, code: 'unhealthy_cluster' },
   { match: 'etcdserver: user name already exists', status: 409, code: 'user_exists' },
@@ -162,6 +167,8 @@ export const ETCD_ERROR_TABLE: readonly EtcdErrorRow[] = [
   { match: 'etcdserver: no leader', status: 503, code: 'no_leader', retryAfter: 1 },
   { match: 'etcdserver: not leader', status: 503, code: 'not_leader', retryAfter: 1 },
   { match: 'etcdserver: rpc not supported for learner', status: 503, code: 'learner_member', retryAfter: 1 },
+  // Before the generic timeout, which its text starts with: the transfer may still complete.
+  { match: 'etcdserver: request timed out, leader transfer took too long', status: 504, code: 'leader_transfer_timeout', unknownOutcome: true, retryAfter: 1 },
   { match: 'etcdserver: request timed out', status: 504, code: 'etcd_timeout', unknownOutcome: true, retryAfter: 1 },
   { match: 'etcdserver: leader changed', status: 503, code: 'leader_changed', unknownOutcome: true, retryAfter: 1 },
   { match: 'etcdserver: server stopped', status: 503, code: 'etcd_unavailable', retryAfter: 1 },

@@ -29,7 +29,8 @@ export function loggerOptions(opts: LoggingOptions): LoggerOptions & { stream?: 
       // removes credentials from them.
       req: (req: { method: string; url: string; headers: Record<string, unknown>; ip?: string; id?: string }) => ({
         method: req.method,
-        url: req.url,
+        // SSE tickets travel in the URL; they are single-use, but still credentials.
+        url: req.url.replace(/([?&]ticket=)[^&]*/g, '$1[redacted]'),
         headers: req.headers,
         remoteAddress: req.ip,
       }),

@@ -17,7 +17,11 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  assertSafeExposure({ host: config.HOST, authEnabled: false, allowInsecurePublic: config.ALLOW_INSECURE_PUBLIC });
+  assertSafeExposure({
+    host: config.HOST,
+    authEnabled: Boolean(config.AUTH_JWT_SECRET || config.AUTH_JWT_PUBLIC_KEY_FILE),
+    allowInsecurePublic: config.ALLOW_INSECURE_PUBLIC,
+  });
 
   let embedded: EmbeddedEtcd | undefined;
   let endpoints: string[];
@@ -34,6 +38,9 @@ async function main(): Promise<void> {
       binary: config.ETCD_BINARY,
     });
     endpoints = embedded.endpoints;
+    // With a service user configured, per-caller tokens are minted with the
+    // embedded etcd's own key unless another is given.
+    if (config.ETCD_USERNAME && !config.ETCD_TOKEN_SIGNING_KEY_FILE) config.ETCD_TOKEN_SIGNING_KEY_FILE = embedded.signingKeyFile;
   }
 
   try {

@@ -18,6 +18,7 @@ import {
   status as GrpcStatus,
   type CallOptions,
   type ChannelCredentials,
+  type ClientReadableStream,
   type Client,
 } from '@grpc/grpc-js';
 import { noop } from 'cockatiel';
@@ -92,15 +93,8 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-export class EtcdConnection implements ICallable<Host> {
-  readonly callOptionsFactory = undefined;
+export class EtcdConnection {
   readonly endpoints: string[];
-  readonly kv: KVClient;
-  readonly lease: LeaseClient;
-  readonly cluster: ClusterClient;
-  readonly maintenance: MaintenanceClient;
-  readonly auth: AuthClient;
-  readonly watch: WatchClient;
 
   private readonly hosts: Host[];
   private readonly timeoutMs: number;
@@ -123,12 +117,6 @@ export class EtcdConnection implements ICallable<Host> {
       'grpc.max_receive_message_length': 256 * 1024 * 1024,
     };
     this.hosts = opts.endpoints.map((url) => new Host(url, creds, channelOptions, noop));
-    this.kv = new KVClient(this);
-    this.lease = new LeaseClient(this);
-    this.cluster = new ClusterClient(this);
-    this.maintenance = new MaintenanceClient(this);
-    this.auth = new AuthClient(this);
-    this.watch = new WatchClient(this);
   }
 
   /** Hosts in the order to try them: healthy channels first, round-robin among equals. */
@@ -161,7 +149,7 @@ export class EtcdConnection implements ICallable<Host> {
     });
   }
 
-  /** The ICallable entry point used by etcd3's generated clients. */
+  /** Runs one unary call (etcd3's generated clients reach it through an EtcdScope). */
   async exec<T>(service: ServiceName, method: string, params: unknown, options?: EtcdCallOptions): Promise<T> {
     if (this.closed) throw Object.assign(new Error('etcd connection closed'), { code: GrpcStatus.UNAVAILABLE, details: 'etcd connection closed', metadata: new Metadata(), [NOT_SENT]: true });
     const { token, kind: kindOption, ...callOptions } = options ?? {};
@@ -212,19 +200,80 @@ export class EtcdConnection implements ICallable<Host> {
   async withConnection<R>(
     service: ServiceName,
     fn: (args: { resource: Host; client: Client; metadata: Metadata }) => Promise<R> | R,
+    token?: string,
   ): Promise<R> {
     const host = this.orderedHosts(service)[0]!;
-    return fn({ resource: host, client: host.getServiceClient(service), metadata: this.metadata() });
-  }
-
-  markFailed(): void {
-    // Host choice follows live channel state; nothing to record.
+    return fn({ resource: host, client: host.getServiceClient(service), metadata: this.metadata(token) });
   }
 
   close(): void {
     this.closed = true;
     for (const host of this.hosts) host.close();
   }
+
+  /**
+   * Runs one call on every configured member at once, each with its own
+   * deadline, and settles with every answer or error and how long it took:
+   * per-member reports (endpoint status, hashkv) where one dead or frozen
+   * member must show as unreachable instead of stalling or failing the rest.
+   * Unlike other calls, these do not ask etcd to refuse them on a member
+   * without a leader unless `requireLeader` says so: a leaderless member's
+   * own status (leader 0) is what an operator needs to see.
+   */
+  execOnEach<T>(
+    service: ServiceName,
+    method: string,
+    params: unknown,
+    options: EtcdCallOptions & { requireLeader?: boolean } = {},
+  ): Promise<MemberResult<T>[]> {
+    const { token, kind: _kind, requireLeader, ...callOptions } = options;
+    const md = requireLeader ? this.metadata(token) : new Metadata();
+    if (!requireLeader && token) md.set('token', token);
+    const deadline = callOptions.deadline ?? Date.now() + this.timeoutMs;
+    return Promise.all(
+      this.endpoints.map(async (endpoint, i) => {
+        const started = performance.now();
+        const took = () => Math.round((performance.now() - started) * 10) / 10;
+        try {
+          const result = await this.invoke<T>(this.hosts[i]!, service, method, params, md, { ...callOptions, deadline });
+          return { endpoint, tookMs: took(), result };
+        } catch (err) {
+          return { endpoint, tookMs: took(), error: err as GrpcLikeError };
+        }
+      }),
+    );
+  }
+
+  /**
+   * Opens a server-streaming call (the snapshot) on the given member, or on
+   * the best-connected one. The returned stream is a Node Readable in object
+   * mode whose reads pull from gRPC's flow control, so a slow consumer slows
+   * etcd's sending instead of filling memory. etcd3's own snapshot() cannot
+   * be aimed at a member and drops the call options (deadline included).
+   */
+  serverStream<T>(
+    service: ServiceName,
+    method: string,
+    params: unknown,
+    options: EtcdCallOptions & { endpoint?: string } = {},
+  ): { endpoint: string; stream: ClientReadableStream<T> } {
+    const { token, kind: _kind, endpoint, ...callOptions } = options;
+    const index = endpoint === undefined ? this.hosts.indexOf(this.orderedHosts(service)[0]!) : this.endpoints.indexOf(endpoint);
+    if (index < 0) throw new Error(`unknown endpoint ${endpoint}`);
+    const client = this.hosts[index]!.getServiceClient(service) as unknown as Record<
+      string,
+      (p: unknown, m: Metadata, o: CallOptions) => ClientReadableStream<T>
+    >;
+    return { endpoint: this.endpoints[index]!, stream: client[method]!(params, this.metadata(token), callOptions) };
+  }
+}
+
+export interface MemberResult<T> {
+  endpoint: string;
+  /** Milliseconds the call took, to a tenth. */
+  tookMs: number;
+  result?: T;
+  error?: GrpcLikeError;
 }
 
 function channelCredentials(opts: EtcdConnectionOptions): ChannelCredentials {
@@ -236,3 +285,96 @@ function channelCredentials(opts: EtcdConnectionOptions): ChannelCredentials {
 
 /** etcd's response header, with numbers as etcd3 returns them (strings). */
 export type EtcdHeader = IResponseHeader;
+
+/** The etcd identity a scope calls as: the token to send, and how to renew it. */
+export interface ScopeAuth {
+  /** The current etcd auth token (minted or renewed as needed). */
+  token(): string;
+  /** etcd said the token's auth revision is old: learn the current one. */
+  refresh(): Promise<void>;
+}
+
+// "old": any change to users or roles invalidates every token. "invalid auth
+// token": an expired one. "user name is empty": no token yet (first call).
+// All three are refused before etcd proposes anything.
+const STALE_AUTH = ['revision of auth store is old', 'invalid auth token', 'user name is empty'];
+
+function isStaleAuth(err: unknown): boolean {
+  const e = err as GrpcLikeError;
+  if (typeof e?.message !== 'string') return false;
+  const text = e.details ?? e.message;
+  return STALE_AUTH.some((m) => text.includes(m));
+}
+
+/**
+ * etcd3's generated clients bound to one etcd identity: the gateway's own
+ * (app.etcd) or a caller's (req.etcd, with authentication). Every call carries
+ * the identity's token, so etcd itself enforces what that identity may do.
+ * After any change to users or roles etcd refuses every outstanding token as
+ * "old"; etcd checks that before it proposes anything, so one refresh and one
+ * retry is safe for writes too.
+ */
+export class EtcdScope implements ICallable<Host> {
+  readonly callOptionsFactory = undefined;
+  readonly kv: KVClient;
+  readonly lease: LeaseClient;
+  readonly cluster: ClusterClient;
+  readonly maintenance: MaintenanceClient;
+  readonly auth: AuthClient;
+  readonly watch: WatchClient;
+
+  constructor(
+    readonly connection: EtcdConnection,
+    private readonly identity?: ScopeAuth,
+  ) {
+    this.kv = new KVClient(this);
+    this.lease = new LeaseClient(this);
+    this.cluster = new ClusterClient(this);
+    this.maintenance = new MaintenanceClient(this);
+    this.auth = new AuthClient(this);
+    this.watch = new WatchClient(this);
+  }
+
+  get endpoints(): string[] {
+    return this.connection.endpoints;
+  }
+
+  /** The token calls carry; undefined when etcd auth is not in use. */
+  token(): string | undefined {
+    return this.identity?.token();
+  }
+
+  private async retryStale<T>(call: (token: string | undefined) => Promise<T>): Promise<T> {
+    try {
+      return await call(this.token());
+    } catch (err) {
+      if (!this.identity || !isStaleAuth(err)) throw err;
+      await this.identity.refresh();
+      return call(this.token());
+    }
+  }
+
+  exec<T>(service: ServiceName, method: string, params: unknown, options?: EtcdCallOptions): Promise<T> {
+    return this.retryStale((token) => this.connection.exec<T>(service, method, params, { ...options, token }));
+  }
+
+  execOn<T>(endpoint: string, service: ServiceName, method: string, params: unknown, options?: EtcdCallOptions): Promise<T> {
+    return this.retryStale((token) => this.connection.execOn<T>(endpoint, service, method, params, { ...options, token }));
+  }
+
+  execOnEach<T>(service: ServiceName, method: string, params: unknown, options?: EtcdCallOptions): Promise<MemberResult<T>[]> {
+    return this.connection.execOnEach<T>(service, method, params, { ...options, token: this.token() });
+  }
+
+  serverStream<T>(service: ServiceName, method: string, params: unknown, options: EtcdCallOptions & { endpoint?: string } = {}) {
+    return this.connection.serverStream<T>(service, method, params, { ...options, token: this.token() });
+  }
+
+  withConnection<R>(service: ServiceName, fn: (args: { resource: Host; client: Client; metadata: Metadata }) => Promise<R> | R): Promise<R> {
+    return this.connection.withConnection(service, fn, this.token());
+  }
+
+  markFailed(): void {
+    // Host choice follows live channel state; nothing to record.
+  }
+}

@@ -1,7 +1,8 @@
 // The embedded default: with ETCD_ENDPOINTS unset, the gateway runs a local
 // single-member etcd as a child process so that `npm start` works out of the box.
-import { mkdir } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { generateKeyPairSync } from 'node:crypto';
+import { access, mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { spawnEtcd, type EtcdProcess } from './process.js';
 
 export interface EmbeddedEtcdOptions {
@@ -15,6 +16,8 @@ export interface EmbeddedEtcdOptions {
 
 export interface EmbeddedEtcd {
   endpoints: string[];
+  /** etcd's JWT signing key: the gateway mints per-caller tokens with it once auth is enabled. */
+  signingKeyFile: string;
   process: EtcdProcess;
   stop(): Promise<void>;
 }
@@ -22,6 +25,7 @@ export interface EmbeddedEtcd {
 export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<EmbeddedEtcd> {
   const dataDir = resolve(opts.dataDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const keys = await jwtKeys(join(dirname(dataDir), 'etcd-jwt'));
   // Loopback only: the embedded member is a convenience for one machine, never
   // something another host should reach.
   const clientUrl = `http://127.0.0.1:${opts.clientPort}`;
@@ -34,7 +38,13 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
       peerUrl,
       initialCluster: `embedded=${peerUrl}`,
       clusterToken: 'etcd-gateway-embedded',
-      extraArgs: ['--auto-compaction-mode=revision', '--auto-compaction-retention=10000'],
+      extraArgs: [
+        '--auto-compaction-mode=revision',
+        '--auto-compaction-retention=10000',
+        // JWT auth tokens, so that `etcdctl auth enable` is all it takes to put
+        // the gateway's per-caller authorization to work (see the README).
+        `--auth-token=jwt,pub-key=${keys.publicKeyFile},priv-key=${keys.signingKeyFile},sign-method=RS256,ttl=10m`,
+      ],
     },
     opts.binary,
   );
@@ -56,5 +66,22 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
   } finally {
     clearTimeout(timer);
   }
-  return { endpoints: [clientUrl], process: proc, stop: () => proc.stop() };
+  return { endpoints: [clientUrl], signingKeyFile: keys.signingKeyFile, process: proc, stop: () => proc.stop() };
+}
+
+/** The embedded etcd's JWT key pair, made once and kept beside its data. */
+async function jwtKeys(dir: string): Promise<{ signingKeyFile: string; publicKeyFile: string }> {
+  const signingKeyFile = join(dir, 'jwt.key');
+  const publicKeyFile = join(dir, 'jwt.pub');
+  const exists = await access(signingKeyFile).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    await writeFile(signingKeyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    await writeFile(publicKeyFile, publicKey.export({ type: 'spki', format: 'pem' }));
+  }
+  return { signingKeyFile, publicKeyFile };
 }

@@ -19,16 +19,24 @@ export interface KeyRange {
 /** Builds the etcd range `[key, range_end)` a request addresses. */
 export function keyRange(keyParam: string, sel: RangeSelection): KeyRange {
   const encoding = sel.key_encoding ?? 'utf8';
-  const chosen = [sel.prefix, sel.range_end !== undefined, sel.from_key].filter(Boolean).length;
+  return rangeOf(decodeKey(keyParam, encoding), {
+    prefix: sel.prefix,
+    fromKey: sel.from_key,
+    rangeEnd: sel.range_end === undefined ? undefined : decodeKey(sel.range_end, encoding, 'range_end'),
+  });
+}
+
+/** The same for a key already in bytes (websocket messages, transactions). */
+export function rangeOf(key: Buffer, sel: { prefix?: boolean; fromKey?: boolean; rangeEnd?: Buffer }): KeyRange {
+  const chosen = [sel.prefix, sel.rangeEnd !== undefined, sel.fromKey].filter(Boolean).length;
   if (chosen > 1) throw badRequest('use only one of prefix, range_end and from_key', 'conflicting_range');
-  const key = decodeKey(keyParam, encoding);
   if (sel.prefix) {
     // etcdctl's `get --prefix ""`: the whole keyspace is ["\0", "\0").
     return key.length === 0 ? { key: ZERO_KEY, rangeEnd: ZERO_KEY } : { key, rangeEnd: prefixEnd(key) };
   }
-  if (sel.from_key) return { key: key.length === 0 ? ZERO_KEY : key, rangeEnd: ZERO_KEY };
-  if (sel.range_end !== undefined) {
-    const rangeEnd = decodeKey(sel.range_end, encoding, 'range_end');
+  if (sel.fromKey) return { key: key.length === 0 ? ZERO_KEY : key, rangeEnd: ZERO_KEY };
+  if (sel.rangeEnd !== undefined) {
+    const rangeEnd = sel.rangeEnd;
     if (rangeEnd.length === 0) throw badRequest('range_end must not be empty', 'invalid_range');
     if (!(rangeEnd.length === 1 && rangeEnd[0] === 0) && Buffer.compare(rangeEnd, key) <= 0) {
       throw badRequest('range_end must sort after the key', 'invalid_range');

@@ -25,6 +25,44 @@ export function renameWildcard(url: string, schema: JsonObject | undefined): { u
   };
 }
 
+/**
+ * @fastify/websocket hides websocket routes from the spec; OpenAPI cannot
+ * model a message stream, so the upgrade is described as a GET answering 101,
+ * with the message schemas as components.
+ */
+export const WEBSOCKET_PATHS: Record<string, unknown> = {
+  '/v1/watch': {
+    get: {
+      tags: ['watch'],
+      summary: 'Watch over a websocket: many subscriptions per socket',
+      description: [
+        'Upgrade to a websocket. Every message is one JSON text frame.',
+        'Client → gateway: `WatchSubscribe`, `WatchUnsubscribe`, `WatchKeepAlive`.',
+        'Gateway → client: `WatchServerMessage` (`created`, `events`, `synced`, `progress`, `canceled`, `keepalive`, `error`, `shutdown`).',
+        'Close codes: 1001 gateway shutting down (after a `shutdown` message with resume revisions), 1009 message too large,',
+        '4008 slow consumer (after an `error` message with resume revisions). Resubscribe with `start_revision` = the resume revision.',
+        'Browsers from other origins need CORS_ORIGINS.',
+      ].join('\n'),
+      'x-websocket': true,
+      security: [{ bearerAuth: [] }],
+      'x-websocket-messages': {
+        client: [
+          { $ref: '#/components/schemas/WatchSubscribe' },
+          { $ref: '#/components/schemas/WatchUnsubscribe' },
+          { $ref: '#/components/schemas/WatchKeepAlive' },
+        ],
+        server: { $ref: '#/components/schemas/WatchServerMessage' },
+      },
+      responses: {
+        101: { description: 'Switching Protocols: the watch protocol begins' },
+        400: { description: 'Not a valid websocket upgrade' },
+        426: { description: 'Upgrade Required: a plain GET', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } },
+        403: { description: 'Origin not allowed', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } },
+      },
+    },
+  },
+};
+
 export default fp(
   async (app) => {
     await app.register(swagger, {
@@ -35,11 +73,27 @@ export default fp(
           version: pkg.version,
           description: `${pkg.description}. Errors are RFC 9457 problem details; see the README.`,
         },
+        components: {
+          securitySchemes: {
+            bearerAuth: {
+              type: 'http',
+              scheme: 'bearer',
+              bearerFormat: 'JWT',
+              description: 'A gateway JWT (POST /v1/auth/token or your identity provider). Required when the gateway runs with authentication.',
+            },
+          },
+        },
         tags: [
           { name: 'kv', description: 'Keys: read, list, write, delete' },
+          { name: 'watch', description: 'Watches: websocket, Server-Sent Events, long-poll (`?wait` on /v1/kv)' },
           { name: 'txn', description: 'Transactions: compare, then put, get, delete or nested txn, atomically' },
           { name: 'leases', description: 'Leases: grant, list, time to live, keep-alive, revoke' },
+          { name: 'locks', description: 'Locks that wait in line, shared with etcdctl lock' },
+          { name: 'elections', description: 'Leader elections: campaign, leader, proclaim, resign; shared with etcdctl elect' },
+          { name: 'cluster', description: 'Members (add, remove, update, promote), per-endpoint status and health' },
+          { name: 'maintenance', description: 'Compaction, defragmentation, snapshots, alarms, hashkv, move-leader' },
           { name: 'operations', description: 'Health, readiness, documentation' },
+          { name: 'auth', description: 'Tokens, tickets, users and roles' },
         ],
       },
       refResolver: {
@@ -49,6 +103,11 @@ export default fp(
       transform: ({ schema, url }) => {
         const out = renameWildcard(url, schema as unknown as JsonObject);
         return { url: out.url, schema: out.schema as never };
+      },
+      transformObject: (documentObject) => {
+        const doc = (documentObject as { openapiObject: { paths?: Record<string, unknown> } }).openapiObject;
+        doc.paths = { ...doc.paths, ...WEBSOCKET_PATHS };
+        return doc as never;
       },
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });

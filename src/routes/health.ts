@@ -33,6 +33,15 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
             leader: Type.String({ description: 'Member ID of the etcd leader (hex).' }),
             revision: Type.Integer(),
             etcd_version: Type.String(),
+            watch: Type.Object(
+              {
+                etcd_watches: Type.Integer({ description: 'etcd watches this gateway holds (shared by its subscribers).' }),
+                subscribers: Type.Integer(),
+                stream_connected: Type.Boolean(),
+                stream_peer: Type.Optional(Type.String({ description: 'The etcd member serving the watch stream.' })),
+              },
+              { description: 'Watch fan-out of this gateway process.' },
+            ),
           }),
           ...errorResponses(),
         },
@@ -49,6 +58,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
         leader: BigInt(status.leader).toString(16),
         revision: Number(status.header.revision),
         etcd_version: status.version,
+        watch: app.watchHub.stats(),
       };
     },
   );

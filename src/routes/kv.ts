@@ -1,9 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { CompareResult, CompareTarget, type ICompare, type IDeleteRangeResponse, type IKeyValue, type IRequestOp, type ITxnResponse } from 'etcd3';
 import { Type } from 'typebox';
-import { Problem, badRequest } from '../errors.js';
+import { Problem, badRequest, toProblem } from '../errors.js';
 import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
 import { isRange, keyRange, list } from '../kv/range.js';
+import { longPoll } from '../watch/longpoll.js';
+import { checkReadable } from '../watch/session.js';
 import { errorResponses, isSet } from '../schemas/common.js';
 import {
   DeleteKeyQuery,
@@ -18,6 +20,7 @@ import {
 export interface KvRoutesOptions {
   bodyLimit: number;
   listMaxKeys: number;
+  longPollMaxSeconds: number;
 }
 
 /** Parses `If-Match` / `If-None-Match`: `*` or one quoted (or bare) mod revision. */
@@ -60,8 +63,6 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, (_req, body, done) => done(null, body));
 
-  const { kv, lease } = app.etcd;
-
   app.get(
     '/v1/kv/*',
     {
@@ -70,7 +71,8 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         summary: 'Read a key, or list a range of keys',
         description:
           'One key: the raw value as the body with metadata in headers, or JSON with `Accept: application/json`. ' +
-          'With `prefix`, `range_end`, `from_key` or `separator`: a JSON listing.',
+          'With `prefix`, `range_end`, `from_key` or `separator`: a JSON listing. ' +
+          'With `wait`: a long-poll that answers with the next changes (`LongPollResult`).',
         params: KeyParams,
         querystring: GetKeyQuery,
         response: {
@@ -78,7 +80,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
             description: 'The value (raw or JSON) or a listing.',
             content: {
               'application/octet-stream': { schema: Type.String({ format: 'binary' }) },
-              'application/json': { schema: Type.Union([KeyValueRef, Type.Ref('Listing')]) },
+              'application/json': { schema: Type.Union([KeyValueRef, Type.Ref('Listing'), Type.Ref('LongPollResult')]) },
             },
           },
           304: { description: 'Not modified (If-None-Match matched the ETag).', type: 'null' },
@@ -87,8 +89,31 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       },
     },
     async (req, reply) => {
+      const { kv, lease } = req.etcd;
       const q = req.query;
       const sel = { key_encoding: q.key_encoding, prefix: isSet(q.prefix), range_end: q.range_end, from_key: isSet(q.from_key) };
+      if (isSet(q.wait)) {
+        for (const option of ['limit', 'keys_only', 'count_only', 'sort', 'order', 'cursor', 'separator', 'revision', 'serializable'] as const) {
+          if (q[option] !== undefined) throw badRequest(`${option} does not apply to a long-poll (wait)`, 'invalid_option');
+        }
+        const timeout = q.timeout ?? Math.min(60, opts.longPollMaxSeconds);
+        if (timeout > opts.longPollMaxSeconds) throw badRequest(`timeout must be at most ${opts.longPollMaxSeconds} s (LONG_POLL_MAX_SECONDS)`, 'invalid_option');
+        const range = keyRange(req.params['*'], sel);
+        // Shared watches run as the gateway: check the caller may read the range.
+        if (app.authEnabled) await checkReadable(kv, range);
+        const abort = new AbortController();
+        // The response's close (not the request's, which fires once the request is read).
+        reply.raw.once('close', () => abort.abort());
+        const result = await longPoll(
+          app.watchHub,
+          { range, startRevision: q.start_revision, prevKv: isSet(q.prev_kv), timeoutMs: timeout * 1000 },
+          abort.signal,
+        );
+        return reply.type('application/json').send(result);
+      }
+      for (const option of ['start_revision', 'timeout', 'prev_kv'] as const) {
+        if (q[option] !== undefined) throw badRequest(`${option} applies to a long-poll (add ?wait)`, 'invalid_option');
+      }
       if (isRange({ ...sel, separator: q.separator })) {
         const range = keyRange(req.params['*'], { ...sel, prefix: sel.prefix || q.separator !== undefined });
         const listing = await list(
@@ -160,6 +185,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       },
     },
     async (req, reply) => {
+      const { kv, lease } = req.etcd;
       const q = req.query;
       const { key } = keyRange(req.params['*'], { key_encoding: q.key_encoding });
       const value = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
@@ -178,13 +204,24 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       }
       const put: IRequestOp = { request_put: { key, value, lease: leaseId, prev_kv: isSet(q.prev_kv) } };
       let res: ITxnResponse;
+      let createdKnown = true;
       try {
-        // Without a condition the compare only tells created (201) from replaced (200).
-        res = await kv.txn({
-          compare: [condition ?? { key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
-          success: [put],
-          failure: [condition ? { request_range: { key } } : put],
-        });
+        try {
+          // Without a condition the compare only tells created (201) from replaced (200).
+          res = await kv.txn({
+            compare: [condition ?? { key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
+            success: [put],
+            failure: [condition ? { request_range: { key } } : put],
+          });
+        } catch (err) {
+          // A compare needs read permission; a caller with write-only access
+          // may still put. etcd refused the txn before applying anything, so
+          // the plain put is not a second attempt of the same write.
+          if (condition || isSet(q.prev_kv) || toProblem(err).code !== 'permission_denied') throw err;
+          const plain = await kv.put(put.request_put!);
+          res = { header: plain.header, succeeded: false, responses: [{ response_put: plain } as ITxnResponse['responses'][number]] };
+          createdKnown = false;
+        }
       } catch (err) {
         // Never leave a lease behind for a write that failed.
         if (grantedLease) await lease.leaseRevoke({ ID: leaseId }).catch(() => undefined);
@@ -198,14 +235,14 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       const created = condition ? condition.target === CompareTarget.Create && condition.result === CompareResult.Equal : res.succeeded;
       const putRes = res.responses[0]!.response_put;
       reply.header('etag', `"${res.header.revision}"`);
-      const out: { revision: number; created: boolean; lease?: string; prev_kv?: ReturnType<typeof kvToJson> } = {
+      const out: { revision: number; created?: boolean; lease?: string; prev_kv?: ReturnType<typeof kvToJson> } = {
         revision: num(res.header.revision),
-        created,
+        ...(createdKnown ? { created } : {}),
       };
       const hex = leaseHex(leaseId);
       if (hex) out.lease = hex;
       if (putRes.prev_kv && isSet(q.prev_kv)) out.prev_kv = kvToJson(putRes.prev_kv);
-      return reply.code(created ? 201 : 200).send(out);
+      return reply.code(created && createdKnown ? 201 : 200).send(out);
     },
   );
 
@@ -222,6 +259,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       },
     },
     async (req, reply) => {
+      const { kv, lease } = req.etcd;
       const q = req.query;
       const range = keyRange(req.params['*'], {
         key_encoding: q.key_encoding,

@@ -11,7 +11,6 @@ export interface LeaseRoutesOptions {
 }
 
 const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, opts) => {
-  const { lease } = app.etcd;
 
   app.post(
     '/v1/leases',
@@ -26,7 +25,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
       },
     },
     async (req, reply) => {
-      const res = await lease.leaseGrant({ TTL: req.body.ttl, ID: req.body.id ? leaseIdToEtcd(req.body.id) : 0 });
+      const res = await req.etcd.lease.leaseGrant({ TTL: req.body.ttl, ID: req.body.id ? leaseIdToEtcd(req.body.id) : 0 });
       reply.etcdHeaders(res.header);
       const id = leaseHex(res.ID)!;
       reply.header('location', `/v1/leases/${id}`);
@@ -43,8 +42,8 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
         response: { 200: Type.Ref('LeaseList'), ...errorResponses() },
       },
     },
-    async (_req, reply) => {
-      const res = await lease.leaseLeases();
+    async (req, reply) => {
+      const res = await req.etcd.lease.leaseLeases();
       reply.etcdHeaders(res.header);
       const ids = res.leases.map((l) => leaseHex(l.ID)!).sort();
       return { leases: ids.map((id) => ({ id })) };
@@ -64,7 +63,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
     },
     async (req, reply) => {
       const withKeys = isSet(req.query.keys);
-      const res = await lease.leaseTimeToLive({ ID: leaseIdToEtcd(req.params.id), keys: withKeys });
+      const res = await req.etcd.lease.leaseTimeToLive({ ID: leaseIdToEtcd(req.params.id), keys: withKeys });
       reply.etcdHeaders(res.header);
       return timeToLiveToJson(req.params.id, res, withKeys);
     },
@@ -82,7 +81,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
       },
     },
     async (req, reply) => {
-      const res = await keepAliveOnce(lease, req.params.id, opts.timeoutMs);
+      const res = await keepAliveOnce(req.etcd.lease, req.params.id, opts.timeoutMs);
       reply.etcdHeaders(res.header);
       return { id: leaseHex(res.ID) ?? req.params.id, ttl: num(res.TTL) };
     },
@@ -99,7 +98,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
       },
     },
     async (req, reply) => {
-      const res = await lease.leaseRevoke({ ID: leaseIdToEtcd(req.params.id) });
+      const res = await req.etcd.lease.leaseRevoke({ ID: leaseIdToEtcd(req.params.id) });
       reply.etcdHeaders(res.header);
       return { id: leaseHex(leaseIdToEtcd(req.params.id)) ?? req.params.id, revision: num(res.header.revision) };
     },

@@ -30,7 +30,7 @@ const txnRoutes: FastifyPluginAsyncTypebox<TxnRoutesOptions> = async (app, opts)
     },
     async (req, reply) => {
       const body = req.body as TxnRequestJson;
-      const res = await app.etcd.kv.txn(txnToEtcd(body, { maxKeys: opts.listMaxKeys }));
+      const res = await req.etcd.kv.txn(txnToEtcd(body, { maxKeys: opts.listMaxKeys }));
       reply.etcdHeaders(res.header);
       const ops = (res.succeeded ? body.success : body.failure) ?? [];
       return {

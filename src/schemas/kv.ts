@@ -54,6 +54,10 @@ export const GetKeyQuery = Type.Object(
       Type.String({ minLength: 1, description: 'Directory view: immediate children of the prefix, deeper keys rolled up.' }),
     ),
     cursor: Type.Optional(Type.String({ minLength: 1, description: 'The `next` of a previous page.' })),
+    wait: Type.Optional(Flag),
+    start_revision: Type.Optional(Type.Integer({ minimum: 1, description: 'With `wait`: the first revision to wait for (default: the next one).' })),
+    timeout: Type.Optional(Type.Integer({ minimum: 1, description: 'With `wait`: seconds to wait before answering with no events (default 60).' })),
+    prev_kv: Type.Optional(Flag),
   },
   { additionalProperties: false },
 );
@@ -90,7 +94,9 @@ export type PutKeyQuery = Static<typeof PutKeyQuery>;
 export const PutResultSchema = Type.Object(
   {
     revision: Type.Integer(),
-    created: Type.Boolean(),
+    created: Type.Optional(
+      Type.Boolean({ description: 'Whether the key was created (201) or replaced (200); absent when the caller may write but not read the key.' }),
+    ),
     lease: Type.Optional(LeaseId),
     prev_kv: Type.Optional(KeyValueRef),
   },

@@ -2,7 +2,8 @@
 // ports with temp data dirs, flags like the seed document's, killed by PID in
 // teardown. Readiness comes from etcd's own log line, never from sleeping.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,8 @@ const exec = promisify(execFile);
 
 export interface TestCluster {
   endpoints: string[];
+  /** etcd's JWT signing key (members run with --auth-token jwt), for the gateway to mint tokens. */
+  signingKeyFile: string;
   members: EtcdProcess[];
   /** Runs etcdctl against the cluster; resolves with its stdout. */
   etcdctl(...args: string[]): Promise<string>;
@@ -46,6 +49,13 @@ export async function startCluster(t: Teardownable, opts: { size?: number; extra
     if (!ports.includes(p)) ports.push(p);
   }
   const token = `test-${process.pid}-${Date.now()}`;
+  // JWT auth tokens, as production etcd behind the gateway runs: the gateway
+  // mints per-user tokens with this key once `etcdctl auth enable` is on.
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const signingKeyFile = join(dir, 'jwt.key');
+  const publicKeyFile = join(dir, 'jwt.pub');
+  await writeFile(signingKeyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  await writeFile(publicKeyFile, publicKey.export({ type: 'spki', format: 'pem' }));
   const specs: EtcdMemberSpec[] = Array.from({ length: size }, (_, i) => ({
     name: `m${i}`,
     dataDir: join(dir, `m${i}`),
@@ -61,6 +71,7 @@ export async function startCluster(t: Teardownable, opts: { size?: number; extra
       '--quota-backend-bytes=268435456',
       '--heartbeat-interval=50',
       '--election-timeout=500',
+      `--auth-token=jwt,pub-key=${publicKeyFile},priv-key=${signingKeyFile},sign-method=RS256,ttl=10m`,
       ...(opts.extraArgs ?? []),
     ],
   }));
@@ -72,6 +83,7 @@ export async function startCluster(t: Teardownable, opts: { size?: number; extra
 
   const cluster: TestCluster = {
     endpoints,
+    signingKeyFile,
     members,
     async etcdctl(...args: string[]) {
       const { stdout } = await exec('etcdctl', [`--endpoints=${endpoints.join(',')}`, ...args], {
@@ -92,7 +104,24 @@ export async function startCluster(t: Teardownable, opts: { size?: number; extra
       await Promise.all(members.map((m) => m.stop('SIGKILL')));
     },
   };
+  // If the test process is killed (a runner timeout), teardown never runs:
+  // kill the members by PID on the way out so no etcd outlives its test.
+  const killAll = () => {
+    for (const m of members) {
+      try {
+        process.kill(m.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  process.once('exit', killAll);
+  process.once('SIGTERM', () => {
+    killAll();
+    process.exit(143);
+  });
   t.teardown(async () => {
+    process.removeListener('exit', killAll);
     await cluster.stop();
     await rm(dir, { recursive: true, force: true });
   });

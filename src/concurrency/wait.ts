@@ -1,0 +1,55 @@
+// Ties a waiting HTTP request (lock, campaign) to one AbortSignal, so the wait
+// ends and its key is cleaned up when the caller's timeout passes, when the
+// caller disconnects, or when the gateway shuts down.
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { Problem } from '../errors.js';
+
+export interface WaitScope {
+  signal: AbortSignal;
+  /** Whether the caller disconnected (nobody will read the answer). */
+  gone(): boolean;
+}
+
+/** The waits of one route plugin. */
+export class Waits {
+  private readonly closing = new AbortController();
+  private readonly running = new Set<Promise<unknown>>();
+
+  constructor(app: FastifyInstance) {
+    app.addHook('preClose', async () => this.closing.abort());
+    // A plugin's onClose runs before its parent's, so the cleanups of the
+    // aborted waits still reach etcd before the etcd plugin closes the
+    // connection (inject() requests are not awaited by the server's close).
+    app.addHook('onClose', async () => {
+      await Promise.allSettled(this.running);
+    });
+  }
+
+  run<T>(reply: FastifyReply, opts: { timeoutSeconds?: number; onTimeout: () => Problem }, wait: (scope: WaitScope) => Promise<T>): Promise<T> {
+    const ac = new AbortController();
+    let gone = false;
+    const timer =
+      opts.timeoutSeconds === undefined ? undefined : setTimeout(() => ac.abort(opts.onTimeout()), opts.timeoutSeconds * 1000);
+    // The response, not the request: Node emits the request's 'close' as soon
+    // as its body has been read, while the response's 'close' before it was
+    // finished means the connection went away.
+    const onClose = () => {
+      if (reply.raw.writableFinished) return;
+      gone = true;
+      ac.abort(new Problem(499, 'client_closed_request', 'the client disconnected while waiting'));
+    };
+    const onShutdown = () =>
+      ac.abort(new Problem(503, 'shutting_down', 'the gateway is shutting down', { headers: { 'retry-after': '1' } }));
+    reply.raw.on('close', onClose);
+    if (this.closing.signal.aborted) onShutdown();
+    else this.closing.signal.addEventListener('abort', onShutdown, { once: true });
+    const done = wait({ signal: ac.signal, gone: () => gone }).finally(() => {
+      clearTimeout(timer);
+      reply.raw.off('close', onClose);
+      this.closing.signal.removeEventListener('abort', onShutdown);
+      this.running.delete(done);
+    });
+    this.running.add(done);
+    return done;
+  }
+}

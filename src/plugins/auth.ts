@@ -1,0 +1,199 @@
+// Authentication: callers present a JWT (Authorization: Bearer, a websocket
+// subprotocol, or a single-use SSE ticket); @fastify/jwt verifies it with the
+// algorithm pinned to the configured key, issuer, audience, exp and nbf; the
+// configured claim names the etcd user; req.etcd then calls etcd as that user
+// with a token the gateway mints (src/auth/etcd-tokens.ts), so etcd's own
+// role permissions decide every operation.
+//
+// The hook is added by the protected scope in src/app.ts (auth by
+// encapsulation, never by comparing URLs). With authentication off the hook
+// is not installed and req.etcd is the gateway's own identity.
+import fastifyJwt from '@fastify/jwt';
+import type { FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { EtcdTokenMinter } from '../auth/etcd-tokens.js';
+import { EtcdScope } from '../etcd/connection.js';
+import { Problem } from '../errors.js';
+
+export interface AuthPluginOptions {
+  secret?: string;
+  publicKeyFile?: string;
+  privateKeyFile?: string;
+  issuer: string;
+  audience: string;
+  usernameClaim: string;
+  tokenTtlSeconds: number;
+  allowRoot: boolean;
+  minter?: EtcdTokenMinter;
+}
+
+export interface Caller {
+  username: string;
+  /** Expiry of the caller's token (epoch seconds): streams end then. */
+  exp: number;
+}
+
+/** The websocket subprotocol that carries the token: `bearer.<jwt>`, offered beside WS_PROTOCOL. */
+export const WS_PROTOCOL = 'etcd-gateway.v1';
+export const WS_BEARER_PREFIX = 'bearer.';
+export const TICKET_TTL_SECONDS = 30;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Whether callers must authenticate. */
+    authEnabled: boolean;
+    /** The onRequest hook of the protected scope. */
+    authenticate: (req: FastifyRequest) => Promise<void>;
+    /** Signs a gateway token for an etcd user (POST /v1/auth/token), when a signing key is configured. */
+    issueToken?: (username: string) => { token: string; expiresIn: number };
+    /** Issues a single-use SSE ticket for the caller. */
+    issueTicket?: (caller: Caller) => { ticket: string; expiresIn: number };
+    minter?: EtcdTokenMinter;
+  }
+  interface FastifyRequest {
+    caller?: Caller;
+  }
+}
+
+function unauthorized(detail: string, code = 'unauthenticated'): Problem {
+  return new Problem(401, code, detail, { headers: { 'www-authenticate': `Bearer realm="etcd-gateway", error="invalid_token"` } });
+}
+
+/** The algorithm a public key implies: the only one accepted (no HS/RS confusion, no `none`). */
+function algorithmOf(pem: string): string {
+  const key = createPublicKey(pem);
+  if (key.asymmetricKeyType === 'rsa') return 'RS256';
+  if (key.asymmetricKeyType === 'ec') {
+    const curve = key.asymmetricKeyDetails?.namedCurve;
+    if (curve === 'prime256v1') return 'ES256';
+    if (curve === 'secp384r1') return 'ES384';
+    if (curve === 'secp521r1') return 'ES512';
+  }
+  throw new Error(`AUTH_JWT_PUBLIC_KEY_FILE: unsupported key type ${key.asymmetricKeyType}`);
+}
+
+function tokenFrom(req: FastifyRequest): { token: string; ticket: boolean } | undefined {
+  const header = req.headers.authorization;
+  if (header) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m) throw unauthorized('Authorization must be "Bearer <token>"');
+    return { token: m[1]!, ticket: false };
+  }
+  const protocols = req.headers['sec-websocket-protocol'];
+  if (protocols) {
+    const bearer = protocols
+      .split(',')
+      .map((p) => p.trim())
+      .find((p) => p.startsWith(WS_BEARER_PREFIX));
+    if (bearer) return { token: bearer.slice(WS_BEARER_PREFIX.length), ticket: false };
+  }
+  const ticket = (req.query as Record<string, unknown> | undefined)?.ticket;
+  if (typeof ticket === 'string' && ticket) return { token: ticket, ticket: true };
+  return undefined;
+}
+
+export default fp<AuthPluginOptions>(
+  async (app, opts) => {
+    const enabled = Boolean(opts.secret || opts.publicKeyFile);
+    app.decorate('authEnabled', enabled);
+    app.decorateRequest('caller', undefined);
+    if (opts.minter) {
+      app.decorate('minter', opts.minter);
+      // Notice changes to users and roles within seconds even when no caller
+      // hits a stale token: a cheap read as the service user fails as "old"
+      // after any change, which refreshes the revision and emits 'revision'.
+      const poll = setInterval(() => {
+        app.etcd.kv.range({ key: Buffer.from([0]), count_only: true, limit: 1, serializable: true }).catch(() => undefined);
+      }, 2000);
+      poll.unref();
+      app.addHook('onClose', async () => clearInterval(poll));
+      opts.minter.refresh().catch((err) => app.log.warn({ err: (err as Error).message }, 'cannot learn etcd auth revision yet'));
+    }
+    if (!enabled) {
+      app.decorate('authenticate', async () => undefined);
+      return;
+    }
+    if (!opts.minter) {
+      throw new Error('authentication needs ETCD_TOKEN_SIGNING_KEY_FILE (etcd run with --auth-token jwt) and ETCD_USERNAME/ETCD_PASSWORD');
+    }
+    const minter = opts.minter;
+    const publicPem = opts.publicKeyFile ? readFileSync(opts.publicKeyFile, 'utf8') : undefined;
+    const privatePem = opts.privateKeyFile ? readFileSync(opts.privateKeyFile, 'utf8') : undefined;
+    const algorithm = publicPem ? algorithmOf(publicPem) : 'HS256';
+    const canSign = Boolean(opts.secret || privatePem);
+    await app.register(fastifyJwt, {
+      secret: opts.secret ?? ({ public: publicPem!, ...(privatePem ? { private: privatePem } : {}) } as { public: string; private: string }),
+      sign: { algorithm: algorithm as 'HS256', iss: opts.issuer, aud: opts.audience, expiresIn: opts.tokenTtlSeconds * 1000 },
+      verify: {
+        algorithms: [algorithm as 'HS256'],
+        allowedIss: opts.issuer,
+        allowedAud: opts.audience,
+        requiredClaims: ['exp'],
+        clockTolerance: 30_000,
+      },
+    });
+
+    // Single-use: a ticket's id is remembered until it expires. The set is
+    // per process; with several replicas a ticket could be replayed once per
+    // replica within its 30 seconds, which the short lifetime bounds.
+    const usedTickets = new Map<string, number>();
+    const sweep = setInterval(() => {
+      const now = Date.now() / 1000;
+      for (const [id, exp] of usedTickets) if (exp < now) usedTickets.delete(id);
+    }, 10_000);
+    sweep.unref();
+    app.addHook('onClose', async () => clearInterval(sweep));
+
+    if (canSign) {
+      app.decorate('issueToken', (username: string) => {
+        if (username === 'root' && !opts.allowRoot) throw new Problem(403, 'root_not_allowed', 'tokens for the etcd root user are refused (AUTH_ALLOW_ROOT)');
+        return {
+          token: app.jwt.sign({ [opts.usernameClaim]: username, ...(opts.usernameClaim === 'sub' ? {} : { sub: username }) }),
+          expiresIn: opts.tokenTtlSeconds,
+        };
+      });
+      app.decorate('issueTicket', (caller: Caller) => {
+        const exp = Math.min(Math.floor(Date.now() / 1000) + TICKET_TTL_SECONDS, caller.exp);
+        const jti = crypto.randomUUID();
+        return {
+          ticket: app.jwt.sign({ [opts.usernameClaim]: caller.username, typ: 'ticket', jti, ctx_exp: caller.exp }, { expiresIn: (exp - Math.floor(Date.now() / 1000)) * 1000 }),
+          expiresIn: exp - Math.floor(Date.now() / 1000),
+        };
+      });
+    }
+
+    app.decorate('authenticate', async (req: FastifyRequest) => {
+      const found = tokenFrom(req);
+      if (!found) throw unauthorized('this route needs a bearer token (Authorization: Bearer <token>)', 'missing_token');
+      let claims: Record<string, unknown>;
+      try {
+        claims = app.jwt.verify(found.token);
+      } catch (err) {
+        throw unauthorized(`invalid token: ${(err as Error).message}`, 'invalid_token');
+      }
+      const isTicket = claims.typ === 'ticket';
+      if (isTicket !== found.ticket) {
+        throw unauthorized(isTicket ? 'a ticket is only good for one event stream (?ticket=)' : '?ticket= takes a ticket from POST /v1/auth/ticket', 'invalid_token');
+      }
+      if (isTicket) {
+        const jti = String(claims.jti);
+        if (usedTickets.has(jti)) throw unauthorized('this ticket was used already', 'ticket_used');
+        usedTickets.set(jti, Number(claims.exp));
+      }
+      const username = claims[opts.usernameClaim];
+      if (typeof username !== 'string' || username === '') {
+        throw unauthorized(`the token has no ${opts.usernameClaim} claim naming an etcd user`, 'invalid_token');
+      }
+      // The signing key could mint root: callers get it only when allowed explicitly.
+      if (username === 'root' && !opts.allowRoot) {
+        throw new Problem(403, 'root_not_allowed', 'tokens for the etcd root user are refused (AUTH_ALLOW_ROOT)');
+      }
+      const exp = Number(isTicket ? claims.ctx_exp : claims.exp);
+      req.caller = { username, exp };
+      req.etcd = new EtcdScope(app.etcdConnection, minter.scopeFor(username));
+    });
+  },
+  { name: 'auth', fastify: '5.x', dependencies: ['etcd'] },
+);

@@ -1,0 +1,318 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { Compile } from 'typebox/compile';
+import { Problem, toProblem } from '../errors.js';
+import { leaseHex, num } from '../kv/codec.js';
+import { keyRange, rangeOf } from '../kv/range.js';
+import { errorResponses, isSet } from '../schemas/common.js';
+import { KeyParams } from '../schemas/kv.js';
+import { SseWatchQuery, WatchClientMessage, type WatchSubscribe } from '../schemas/watch.js';
+import { keepAliveOnce } from '../txn/lease.js';
+import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
+import type { WatchError } from '../watch/hub.js';
+import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
+import { SseStream } from '../watch/sse.js';
+
+export interface WatchRoutesOptions {
+  maxSubscriptions: number;
+  maxBufferedBytes: number;
+  heartbeatMs: number;
+  listMaxKeys: number;
+  requestTimeoutMs: number;
+  /** Browser origins allowed to open a websocket besides the gateway's own. */
+  corsOrigins: string[];
+}
+
+/** Close codes of the websocket protocol (4000-4999 are the application's). */
+export const CLOSE_SLOW_CONSUMER = 4008;
+export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_TOKEN_EXPIRED = 4001;
+
+const checkClientMessage = Compile(WatchClientMessage);
+
+/**
+ * Cross-site websocket hijacking: a browser sends its Origin on every
+ * websocket, and any page could otherwise open one to a gateway on
+ * localhost. Clients that are not browsers send no Origin and pass.
+ */
+function checkOrigin(req: FastifyRequest, allowed: string[]): void {
+  const origin = req.headers.origin;
+  if (!origin || allowed.includes(origin) || allowed.includes('*')) return;
+  try {
+    if (new URL(origin).host === req.headers.host) return;
+  } catch {
+    // fall through: a malformed Origin is not ours
+  }
+  throw new Problem(403, 'origin_not_allowed', `websocket from origin ${origin} is not allowed (CORS_ORIGINS)`);
+}
+
+function errorMessage(err: WatchError, id?: string): Record<string, unknown> {
+  return { type: 'error', ...(id === undefined ? {} : { id }), status: err.status, code: err.code, message: err.message, ...(err.compact_revision ? { compact_revision: err.compact_revision } : {}) };
+}
+
+function problemToWatchError(err: unknown): WatchError {
+  const p = toProblem(err);
+  return { status: p.status, code: p.code, message: p.message };
+}
+
+const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, opts) => {
+  const watchContext = (req: FastifyRequest): WatchContext => ({
+    hub: app.watchHub,
+    kv: req.etcd.kv,
+    maxKeys: opts.listMaxKeys,
+    checkRead: app.authEnabled,
+  });
+  const clients = app.watchClients;
+
+  app.route({
+    method: 'GET',
+    url: '/v1/watch',
+    onRequest: async (req) => checkOrigin(req, opts.corsOrigins),
+    // Documented by hand in src/plugins/openapi.ts (OpenAPI cannot model the stream).
+    schema: { hide: true },
+    handler: async () => {
+      throw new Problem(426, 'upgrade_required', 'GET /v1/watch is a websocket: connect with a websocket client', { headers: { upgrade: 'websocket' } });
+    },
+    wsHandler: (socket, req) => {
+      type SubState = { resume: number | undefined; close: (() => void) | undefined; range?: { key: Buffer; rangeEnd: Buffer } };
+      const subs = new Map<string, SubState>();
+      const resume = () => {
+        const out: Record<string, number> = {};
+        for (const [id, s] of subs) if (s.resume !== undefined) out[id] = s.resume;
+        return out;
+      };
+      /** Ends one subscription with an error (permission revoked). */
+      const endSub = (id: string, err: WatchError) => {
+        const s = subs.get(id);
+        if (!s) return;
+        subs.delete(id);
+        s.close?.();
+        send(errorMessage(err, id));
+      };
+      const entry = {
+        shutdown: () => {
+          socket.send(JSON.stringify({ type: 'shutdown', resume: resume() }));
+          socket.close(CLOSE_GOING_AWAY, 'gateway shutting down');
+        },
+        recheck: () => {
+          for (const [id, s] of subs) {
+            if (!s.range) continue;
+            checkReadable(req.etcd.kv, s.range).catch((err) => endSub(id, problemToWatchError(err)));
+          }
+        },
+      };
+      clients.add(entry);
+      // The socket lives no longer than the token that opened it.
+      const expiry = req.caller
+        ? setTimeout(() => {
+            send({ type: 'error', status: 401, code: 'token_expired', message: 'the token expired: reconnect with a new one and resume', resume: resume() });
+            socket.close(CLOSE_TOKEN_EXPIRED, 'token expired');
+          }, Math.max(0, req.caller.exp * 1000 - Date.now()))
+        : undefined;
+      let cut = false;
+
+      /** Sends; false when the message could not go out (and never will). */
+      const send = (msg: Record<string, unknown> | string): boolean => {
+        if (cut || socket.readyState !== socket.OPEN) return false;
+        // A client that does not read must not grow our memory: cut it off,
+        // telling it where each subscription resumes.
+        if (socket.bufferedAmount > opts.maxBufferedBytes) {
+          cut = true;
+          socket.send(
+            JSON.stringify({ type: 'error', status: 503, code: 'slow_consumer', message: 'the client fell too far behind and was disconnected', resume: resume() }),
+          );
+          socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer: resume from the error message');
+          // A peer that does not read will not read the close frame either:
+          // free what is buffered for it after a grace period.
+          setTimeout(() => socket.terminate(), 5000).unref();
+          teardown();
+          return false;
+        }
+        socket.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+        return true;
+      };
+
+      const teardown = () => {
+        for (const s of subs.values()) s.close?.();
+        subs.clear();
+        clients.delete(entry);
+        clearInterval(pinger);
+        clearTimeout(expiry);
+      };
+
+      const subscribe = async (m: WatchSubscribe) => {
+        if (subs.has(m.id)) return void send(errorMessage({ status: 409, code: 'duplicate_id', message: `subscription ${m.id} exists on this socket` }, m.id));
+        if (subs.size >= opts.maxSubscriptions) {
+          return void send(errorMessage({ status: 429, code: 'too_many_subscriptions', message: `at most ${opts.maxSubscriptions} subscriptions per socket (WATCH_MAX_SUBSCRIPTIONS)` }, m.id));
+        }
+        const state: SubState = { resume: undefined, close: undefined };
+        subs.set(m.id, state);
+        const sink: TransportSink = {
+          created: (start) => {
+            state.resume = start;
+            send({ type: 'created', id: m.id, start_revision: start });
+          },
+          initial: (events, revision) => send({ type: 'events', id: m.id, revision, events, initial: true }),
+          synced: (revision) => send({ type: 'synced', id: m.id, revision }),
+          // The resume revision only moves past what actually went out.
+          events: (batch: EventBatch) => {
+            const msg = `{"type":"events","id":${JSON.stringify(m.id)},"revision":${batch.revision},"events":${eventsJson(batch)}}`;
+            if (send(msg)) state.resume = batch.revision + 1;
+          },
+          progress: (revision) => {
+            if (send({ type: 'progress', id: m.id, revision })) state.resume = revision + 1;
+          },
+          error: (err) => {
+            subs.delete(m.id);
+            send(errorMessage(err, m.id));
+          },
+        };
+        try {
+          if (m.key !== undefined && m.key_base64 !== undefined) throw new Problem(400, 'invalid_option', 'use key or key_base64, not both');
+          const key = m.key_base64 !== undefined ? Buffer.from(m.key_base64, 'base64') : Buffer.from(m.key ?? '', 'utf8');
+          const rangeEnd = m.range_end_base64 !== undefined ? Buffer.from(m.range_end_base64, 'base64') : m.range_end !== undefined ? Buffer.from(m.range_end, 'utf8') : undefined;
+          const range = rangeOf(key, { prefix: m.prefix, fromKey: m.from_key, rangeEnd });
+          state.range = range;
+          const close = await openWatch(watchContext(req), {
+            range,
+            startRevision: m.start_revision,
+            prevKv: m.prev_kv,
+            filters: { noPut: m.filters?.includes('noput'), noDelete: m.filters?.includes('nodelete') },
+            progressNotify: m.progress_notify,
+            initial: m.initial,
+          }, sink);
+          // Unsubscribed (or the socket closed) while the initial state was read.
+          if (subs.get(m.id) !== state) close();
+          else state.close = close;
+        } catch (err) {
+          subs.delete(m.id);
+          send(errorMessage(problemToWatchError(err), m.id));
+        }
+      };
+
+      // Listeners are attached synchronously: messages that arrive during
+      // async work would otherwise be lost (@fastify/websocket README).
+      socket.on('message', (data, isBinary) => {
+        let msg: unknown;
+        try {
+          msg = isBinary ? undefined : JSON.parse(data.toString());
+        } catch {
+          msg = undefined;
+        }
+        if (!checkClientMessage.Check(msg)) {
+          const first = msg === undefined ? undefined : [...checkClientMessage.Errors(msg)][0];
+          return void send(errorMessage({ status: 400, code: 'invalid_message', message: first ? `${first.instancePath || '/'} ${first.message}` : 'messages are JSON text' }, typeof (msg as { id?: unknown })?.id === 'string' ? (msg as { id: string }).id : undefined));
+        }
+        if (msg.type === 'subscribe') return void subscribe(msg);
+        if (msg.type === 'unsubscribe') {
+          const s = subs.get(msg.id);
+          if (!s) return void send(errorMessage({ status: 404, code: 'unknown_subscription', message: `no subscription ${msg.id}` }, msg.id));
+          subs.delete(msg.id);
+          s.close?.();
+          return void send({ type: 'canceled', id: msg.id });
+        }
+        keepAliveOnce(req.etcd.lease, msg.lease, opts.requestTimeoutMs)
+          .then((res) => send({ type: 'keepalive', lease: leaseHex(res.ID) ?? msg.lease, ttl: num(res.TTL) }))
+          .catch((err) => send({ ...errorMessage(problemToWatchError(err)), lease: msg.lease }));
+      });
+      socket.on('close', teardown);
+      socket.on('error', (err) => req.log.debug({ err }, 'websocket error'));
+
+      // Ping/pong: a peer that vanished without a close is noticed and dropped.
+      let alive = true;
+      socket.on('pong', () => (alive = true));
+      const pinger = setInterval(() => {
+        if (!alive) {
+          socket.terminate();
+          return;
+        }
+        alive = false;
+        socket.ping();
+      }, opts.heartbeatMs);
+    },
+  });
+
+  app.get(
+    '/v1/watch/*',
+    {
+      schema: {
+        tags: ['watch'],
+        summary: 'Watch a key or range as Server-Sent Events',
+        description:
+          'Each event batch is an SSE message whose `id` is its revision; reconnecting with `Last-Event-ID` resumes right after it. ' +
+          'Named events: `created`, `synced` (initial state sent), `progress`, `error` (then the stream ends). Comment lines are heartbeats.',
+        params: KeyParams,
+        querystring: SseWatchQuery,
+        response: {
+          200: { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          ...errorResponses(404, 410),
+        },
+      },
+    },
+    async (req, reply) => {
+      const q = req.query;
+      const range = keyRange(req.params['*'], { key_encoding: q.key_encoding, prefix: isSet(q.prefix), range_end: q.range_end, from_key: isSet(q.from_key) });
+      let startRevision = q.start_revision;
+      const lastEventId = req.headers['last-event-id'];
+      if (lastEventId !== undefined) {
+        if (!/^\d{1,16}$/.test(String(lastEventId))) throw new Problem(400, 'invalid_last_event_id', 'Last-Event-ID must be a revision');
+        startRevision = Number(lastEventId) + 1;
+      }
+      const sse = new SseStream(req, reply, {
+        heartbeatMs: opts.heartbeatMs,
+        maxBufferedBytes: opts.maxBufferedBytes,
+        clients,
+        recheck: () => checkReadable(req.etcd.kv, range),
+      });
+      let close: (() => void) | undefined;
+      sse.onEnd = () => close?.();
+
+      let ready!: (start: number) => void;
+      let refused!: (err: WatchError) => void;
+      const started = new Promise<number>((resolve, reject) => {
+        ready = resolve;
+        refused = (err) => reject(new Problem(err.status, err.code, err.message, { extra: err.compact_revision ? { compact_revision: err.compact_revision } : {} }));
+      });
+      const sink: TransportSink = {
+        created: (start) => {
+          sse.send(JSON.stringify({ start_revision: start }), { event: 'created' });
+          // A compacted start: wait for etcd's cancel, which carries compact_revision.
+          if (!compacted) ready(start);
+        },
+        initial: (events: WatchEventJson[], revision) => sse.send(JSON.stringify({ revision, events }), { event: 'initial' }),
+        synced: (revision) => sse.send(JSON.stringify({ revision }), { event: 'synced', id: revision }),
+        events: (batch) => sse.send(`{"revision":${batch.revision},"events":${eventsJson(batch)}}`, { id: batch.revision }),
+        progress: (revision) => sse.send(JSON.stringify({ revision }), { event: 'progress', id: revision }),
+        error: (err) => (sse.isOpen ? sse.fail(err) : refused(err)),
+      };
+      // etcd accepts a watch on a compacted revision and cancels it a moment
+      // later. Probe history first so that case is a plain 410 (which
+      // EventSource does not retry) rather than a stream that dies at once.
+      let compacted = false;
+      if (startRevision !== undefined) {
+        compacted = await req.etcd.kv
+          .range({ key: range.key, range_end: range.rangeEnd, revision: startRevision, count_only: true })
+          .then(() => false, (err) => toProblem(err).code === 'revision_compacted');
+      }
+      try {
+        close = await openWatch(watchContext(req), {
+          range,
+          startRevision,
+          prevKv: isSet(q.prev_kv),
+          filters: { noPut: isSet(q.no_put), noDelete: isSet(q.no_delete) },
+          progressNotify: isSet(q.progress_notify),
+          initial: isSet(q.initial),
+        }, sink);
+        // Wait for etcd to accept the watch, so that a compacted or refused
+        // start is a plain HTTP error (EventSource does not retry those).
+        await started;
+      } catch (err) {
+        sse.end();
+        throw err;
+      }
+      sse.open();
+    },
+  );
+};
+
+export default watchRoutes;

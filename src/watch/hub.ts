@@ -1,0 +1,450 @@
+// The watch hub: every HTTP watcher (websocket, SSE, long-poll) is a
+// subscriber here, and subscribers on the same range share one etcd watch,
+// as etcd's grpc-proxy coalesces watchers (shared/reference/anchors.md §5).
+//
+// Exactly-once, in order: each upstream etcd watch and each subscriber keep
+// the next revision they may receive. Events below it are dropped, so an
+// upstream re-created after a broken stream (from its own next revision, never
+// from a response header revision: etcd's catch-up batches carry the current
+// revision) cannot deliver anything twice, and nothing is skipped.
+//
+// Late joiners: each upstream keeps a bounded buffer of its recent batches. A
+// subscriber asking for a start revision the buffer covers is replayed from it
+// and joins the shared watch; an older start gets a dedicated etcd watch of
+// its own, so it never holds back or disturbs the others.
+import type { IDuplexStream, IWatchRequest, IWatchResponse } from 'etcd3';
+import type { FastifyBaseLogger } from 'fastify';
+import type { EtcdScope } from '../etcd/connection.js';
+import { fromEtcdError } from '../errors.js';
+import { num } from '../kv/codec.js';
+import { filterBatch, groupByRevision, type EventBatch, type EventFilters } from './events.js';
+
+export interface WatchRange {
+  key: Buffer;
+  /** Empty for a single key. */
+  rangeEnd: Buffer;
+}
+
+export interface WatchError {
+  status: number;
+  code: string;
+  message: string;
+  compact_revision?: number;
+}
+
+/** What a transport implements to receive a subscription's messages. */
+export interface WatchSink {
+  /** Called once, before any event: the revision the subscription starts at. */
+  created(startRevision: number): void;
+  events(batch: EventBatch): void;
+  /** No events below `revision + 1` are pending for this subscription. */
+  progress(revision: number): void;
+  /** Terminal: the subscription has ended. */
+  error(err: WatchError): void;
+}
+
+export interface SubscribeOptions {
+  range: WatchRange;
+  startRevision?: number;
+  prevKv?: boolean;
+  filters?: EventFilters;
+  progressNotify?: boolean;
+}
+
+export interface WatchHubOptions {
+  log: FastifyBaseLogger;
+  /** Most batches an upstream keeps for late joiners. */
+  bufferBatches: number;
+  /** Most bytes (approximately) an upstream keeps for late joiners. */
+  bufferBytes: number;
+  /** How often to ask etcd for progress while someone wants progress notifications. */
+  progressIntervalMs: number;
+  /** Renews the gateway's etcd token (its scope's refresh), when etcd auth is on. */
+  refreshAuth?: () => Promise<void>;
+}
+
+class Subscriber {
+  nextRev: number | undefined;
+  active = true;
+  /** The upstream it is attached to or waiting on. */
+  upstream: Upstream | undefined;
+  constructor(
+    readonly opts: SubscribeOptions,
+    readonly sink: WatchSink,
+  ) {}
+
+  start(revision: number): void {
+    this.nextRev = revision;
+    this.sink.created(revision);
+  }
+
+  offer(batch: EventBatch): void {
+    if (!this.active || this.nextRev === undefined || batch.revision < this.nextRev) return;
+    this.nextRev = batch.revision + 1;
+    const filtered = filterBatch(batch, this.opts.filters ?? {});
+    if (filtered) this.sink.events(filtered);
+  }
+
+  progressed(revision: number): void {
+    if (!this.active || this.nextRev === undefined || revision + 1 < this.nextRev) return;
+    this.nextRev = revision + 1;
+    if (this.opts.progressNotify) this.sink.progress(revision);
+  }
+}
+
+class Upstream {
+  /** The revision etcd will deliver next; unknown until the first `created`. */
+  nextRev: number | undefined;
+  created = false;
+  readonly subs = new Set<Subscriber>();
+  /** Subscribers waiting for `created` to learn where they can join. */
+  readonly pending: Subscriber[] = [];
+  buffer: EventBatch[] = [];
+  bufferBytes = 0;
+  /** The buffer holds every event of the range from this revision on. */
+  bufferFrom: number | undefined;
+  /** A refused create was retried once on a stream with a fresh token. */
+  authRetried = false;
+
+  constructor(
+    readonly watchId: number,
+    readonly sharedKey: string | undefined,
+    readonly range: WatchRange,
+    readonly prevKv: boolean,
+    readonly startRev: number | undefined,
+  ) {}
+}
+
+export interface WatchHubStats {
+  etcd_watches: number;
+  subscribers: number;
+  stream_connected: boolean;
+  /** The etcd member serving the watch stream (host:port), when connected. */
+  stream_peer?: string;
+}
+
+export class WatchHub {
+  private readonly shared = new Map<string, Upstream>();
+  private readonly byId = new Map<number, Upstream>();
+  private stream: IDuplexStream<IWatchRequest, IWatchResponse> | undefined;
+  private connecting = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private nextWatchId = 1;
+  private closed = false;
+  /** The newest store revision etcd has reported on the watch stream. */
+  private storeRevision = 0;
+  private readonly progressTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly etcd: EtcdScope,
+    private readonly opts: WatchHubOptions,
+  ) {
+    this.progressTimer = setInterval(() => this.requestProgress(), opts.progressIntervalMs);
+    this.progressTimer.unref();
+  }
+
+  stats(): WatchHubStats {
+    let subscribers = 0;
+    for (const u of this.byId.values()) subscribers += u.subs.size + u.pending.length;
+    const peer = (this.stream as unknown as { getPeer?: () => string } | undefined)?.getPeer?.();
+    return { etcd_watches: this.byId.size, subscribers, stream_connected: this.stream !== undefined, ...(peer ? { stream_peer: peer } : {}) };
+  }
+
+  /**
+   * Subscribes to a range. The sink's `created` is called (possibly
+   * synchronously) before any events. Returns the function that unsubscribes.
+   */
+  subscribe(opts: SubscribeOptions, sink: WatchSink): () => void {
+    if (this.closed) throw new Error('watch hub closed');
+    const sub = new Subscriber(opts, sink);
+    const key = `${opts.prevKv ? 1 : 0}:${opts.range.key.toString('base64')}:${opts.range.rangeEnd.toString('base64')}`;
+    const existing = this.shared.get(key);
+    if (!existing) {
+      const up = this.createUpstream(key, opts.range, Boolean(opts.prevKv), opts.startRevision);
+      wait(up, sub);
+    } else if (!existing.created && existing.nextRev === undefined) {
+      wait(existing, sub);
+    } else {
+      this.join(existing, sub);
+    }
+    return () => this.unsubscribe(sub);
+  }
+
+  /** Decides how a subscriber joins an upstream whose position is known. */
+  private join(up: Upstream, sub: Subscriber): void {
+    const next = up.nextRev!;
+    // "Now" is the store's current revision, not the position of an upstream
+    // that may still be replaying history for the subscriber that created it.
+    const want = sub.opts.startRevision ?? Math.max(next, this.storeRevision + 1);
+    if (want >= next) {
+      attach(up, sub);
+      sub.start(want);
+      return;
+    }
+    if (up.bufferFrom !== undefined && want >= up.bufferFrom) {
+      attach(up, sub);
+      sub.start(want);
+      for (const batch of up.buffer) sub.offer(batch);
+      return;
+    }
+    // Older than the buffer: a dedicated watch replays etcd's history.
+    wait(this.createUpstream(undefined, up.range, up.prevKv, want), sub);
+  }
+
+  private unsubscribe(sub: Subscriber): void {
+    if (!sub.active) return;
+    sub.active = false;
+    const up = sub.upstream;
+    if (!up || !this.byId.has(up.watchId)) return;
+    up.subs.delete(sub);
+    removeFrom(up.pending, sub);
+    if (up.subs.size === 0 && up.pending.length === 0) this.dropUpstream(up, true);
+  }
+
+  private createUpstream(sharedKey: string | undefined, range: WatchRange, prevKv: boolean, startRev: number | undefined): Upstream {
+    const up = new Upstream(this.nextWatchId++, sharedKey, range, prevKv, startRev);
+    if (sharedKey) this.shared.set(sharedKey, up);
+    this.byId.set(up.watchId, up);
+    if (this.stream) this.sendCreate(up);
+    else this.connect();
+    return up;
+  }
+
+  private dropUpstream(up: Upstream, cancelInEtcd: boolean): void {
+    this.byId.delete(up.watchId);
+    if (up.sharedKey && this.shared.get(up.sharedKey) === up) this.shared.delete(up.sharedKey);
+    if (cancelInEtcd && this.stream) this.stream.write({ cancel_request: { watch_id: up.watchId } });
+  }
+
+  private sendCreate(up: Upstream): void {
+    up.created = false;
+    this.stream!.write({
+      create_request: {
+        key: up.range.key,
+        range_end: up.range.rangeEnd,
+        // Resume exactly where this upstream stopped; a new one starts where asked or now.
+        start_revision: up.nextRev ?? up.startRev ?? 0,
+        prev_kv: up.prevKv,
+        progress_notify: true,
+        watch_id: up.watchId,
+      },
+    });
+  }
+
+  private connect(): void {
+    if (this.stream || this.connecting || this.closed || this.reconnectTimer) return;
+    this.connecting = true;
+    this.etcd.watch
+      .watch()
+      .then((stream) => {
+        this.connecting = false;
+        if (this.closed) {
+          stream.end();
+          return;
+        }
+        this.stream = stream;
+        stream.on('data', (res: IWatchResponse) => {
+          this.failures = 0;
+          this.onResponse(res);
+        });
+        stream.on('error', (err: Error) => this.onBroken(stream, err));
+        stream.on('end', () => this.onBroken(stream, new Error('etcd ended the watch stream')));
+        for (const up of this.byId.values()) this.sendCreate(up);
+      })
+      .catch((err: Error) => {
+        this.connecting = false;
+        this.scheduleReconnect(err);
+      });
+  }
+
+  private onBroken(stream: IDuplexStream<IWatchRequest, IWatchResponse>, err: Error): void {
+    if (this.stream !== stream) return;
+    this.stream = undefined;
+    (stream as unknown as NodeJS.EventEmitter).removeAllListeners('data');
+    // A stream that errored may still have a pending 'error' for the write side.
+    stream.on('error', () => undefined);
+    if (this.closed) return;
+    for (const up of this.byId.values()) up.created = false;
+    this.scheduleReconnect(err);
+  }
+
+  private scheduleReconnect(err: Error): void {
+    if (this.closed || this.byId.size === 0) return;
+    this.failures++;
+    const delay = Math.min(100 * 2 ** (this.failures - 1), 2000);
+    this.opts.log.warn({ err: err.message, retryInMs: delay }, 'etcd watch stream broken; resuming every watch from its next revision');
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.connect();
+    }, delay);
+  }
+
+  private onResponse(res: IWatchResponse): void {
+    const watchId = num(res.watch_id);
+    const revision = num(res.header?.revision);
+    if (revision > this.storeRevision) this.storeRevision = revision;
+    if (watchId === -1 && !res.created && !res.canceled) {
+      // Answer to a progress request: every watcher on the stream is synced to `revision`.
+      for (const up of this.byId.values()) if (up.created) this.progress(up, revision);
+      return;
+    }
+    // etcd 3.4 answers a refused create (permission) with watch_id -1: it is
+    // the oldest create still waiting, as etcd handles creates in order.
+    const up = watchId === -1 && (res.created || res.canceled) ? this.oldestPending() : this.byId.get(watchId);
+    if (!up) return; // canceled by us, or a late answer on a dropped watch
+    if (res.created) {
+      this.onCreated(up, revision);
+      if (!res.canceled) return;
+    }
+    if (res.canceled) {
+      this.onCanceled(up, res);
+      return;
+    }
+    if (res.events.length === 0) {
+      this.progress(up, revision);
+      return;
+    }
+    for (const batch of groupByRevision(res.events)) {
+      if (up.nextRev !== undefined && batch.revision < up.nextRev) continue;
+      up.nextRev = batch.revision + 1;
+      this.remember(up, batch);
+      for (const sub of up.subs) sub.offer(batch);
+    }
+  }
+
+  private onCreated(up: Upstream, headerRevision: number): void {
+    up.created = true;
+    if (up.nextRev === undefined) {
+      // etcd starts a watch without start revision right after the current one.
+      up.nextRev = up.startRev && up.startRev > 0 ? up.startRev : headerRevision + 1;
+      up.bufferFrom = up.nextRev;
+    }
+    for (const sub of up.pending.splice(0)) if (sub.active) this.join(up, sub);
+  }
+
+  private oldestPending(): Upstream | undefined {
+    for (const up of this.byId.values()) if (!up.created) return up;
+    return undefined;
+  }
+
+  private onCanceled(up: Upstream, res: IWatchResponse): void {
+    // The shared stream runs as the gateway, which may read everything: a
+    // refusal means its token predates a change to users or roles (etcd checks
+    // the stream's token when a watch is created). Renew it and reopen the
+    // stream once; every watch resumes from its next revision.
+    if (!up.authRetried && this.opts.refreshAuth && (res.cancel_reason ?? '').includes('permission denied') && num(res.compact_revision) === 0) {
+      up.authRetried = true;
+      up.created = false;
+      this.opts.refreshAuth().then(
+        () => this.restart(),
+        () => this.restart(),
+      );
+      return;
+    }
+    this.dropUpstream(up, false);
+    const compact = num(res.compact_revision);
+    const err: WatchError =
+      compact > 0
+        ? {
+            status: 410,
+            code: 'revision_compacted',
+            message: `the start revision has been compacted; watch again from ${compact} or later (relist first)`,
+            compact_revision: compact,
+          }
+        : this.cancelReason(res.cancel_reason);
+    for (const sub of [...up.subs, ...up.pending]) {
+      if (!sub.active) continue;
+      sub.active = false;
+      sub.sink.error(err);
+    }
+  }
+
+  private cancelReason(reason: string | undefined): WatchError {
+    const text = reason || 'etcd canceled the watch';
+    const p = fromEtcdError({ code: 2, details: text, message: text }, 'read');
+    return { status: p.status, code: p.code, message: p.message };
+  }
+
+  private progress(up: Upstream, revision: number): void {
+    if (up.nextRev !== undefined && revision + 1 > up.nextRev) up.nextRev = revision + 1;
+    for (const sub of up.subs) sub.progressed(revision);
+  }
+
+  private remember(up: Upstream, batch: EventBatch): void {
+    up.buffer.push(batch);
+    up.bufferBytes += batch.bytes;
+    while (up.buffer.length > this.opts.bufferBatches || (up.bufferBytes > this.opts.bufferBytes && up.buffer.length > 1)) {
+      const dropped = up.buffer.shift()!;
+      up.bufferBytes -= dropped.bytes;
+      up.bufferFrom = dropped.revision + 1;
+    }
+  }
+
+  private requestProgress(): void {
+    if (!this.stream) return;
+    for (const up of this.byId.values()) {
+      for (const sub of up.subs) {
+        if (sub.opts.progressNotify) {
+          this.stream.write({ progress_request: {} });
+          return;
+        }
+      }
+    }
+  }
+
+  /**
+   * Reopens the etcd stream (with the gateway's current token); every watch
+   * is re-created from its next revision, so subscribers lose nothing.
+   */
+  restart(): void {
+    const stream = this.stream;
+    if (!stream || this.closed) return;
+    this.onBroken(stream, new Error('renewing the watch stream after an auth change'));
+    stream.end();
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.failures = 0;
+    this.connect();
+  }
+
+  /** Ends every subscription with `err` and cancels every etcd watch. */
+  close(err: WatchError): void {
+    this.closed = true;
+    clearInterval(this.progressTimer);
+    clearTimeout(this.reconnectTimer);
+    for (const up of [...this.byId.values()]) {
+      this.dropUpstream(up, false);
+      for (const sub of [...up.subs, ...up.pending]) {
+        if (!sub.active) continue;
+        sub.active = false;
+        sub.sink.error(err);
+      }
+    }
+    if (this.stream) {
+      const stream = this.stream;
+      this.stream = undefined;
+      stream.on('error', () => undefined);
+      stream.end();
+      (stream as unknown as { cancel?: () => void }).cancel?.();
+    }
+  }
+}
+
+function attach(up: Upstream, sub: Subscriber): void {
+  sub.upstream = up;
+  up.subs.add(sub);
+}
+
+function wait(up: Upstream, sub: Subscriber): void {
+  sub.upstream = up;
+  up.pending.push(sub);
+}
+
+function removeFrom<T>(list: T[], item: T): boolean {
+  const i = list.indexOf(item);
+  if (i < 0) return false;
+  list.splice(i, 1);
+  return true;
+}
+

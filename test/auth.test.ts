@@ -1,0 +1,254 @@
+// Authentication and authorization against a real cluster with etcd auth on.
+// The expected answer of every cell of the permission matrix is what etcd
+// itself answers the same user (etcdctl --user), not a table of our own.
+import { execFile } from 'node:child_process';
+import { createHmac, generateKeyPairSync, sign as rsaSign } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import t from 'tap';
+import { buildTestApp, listen } from './helpers/app.js';
+import { startCluster } from './helpers/cluster.js';
+import { SseClient, WsClient } from './helpers/clients.js';
+
+const SECRET = 'test-secret-that-is-at-least-32-characters-long';
+const cluster = await startCluster(t);
+const root = (...args: string[]) => cluster.etcdctl('--user=root:rootpw', ...args);
+
+function etcdctlAs(user: string, args: string[], input?: string): Promise<{ ok: boolean; out: string }> {
+  return new Promise((resolve) => {
+    const child = execFile('etcdctl', [`--endpoints=${cluster.endpoints.join(',')}`, `--user=${user}:pw-${user}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' } }, (err, stdout, stderr) =>
+      resolve({ ok: !err && !/Error/.test(stderr), out: stdout + stderr }),
+    );
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+// Users, roles and data, then `auth enable`, all with etcdctl.
+await cluster.etcdctl('user', 'add', 'root:rootpw');
+await cluster.etcdctl('user', 'add', 'gateway:gwpw');
+await cluster.etcdctl('user', 'grant-role', 'gateway', 'root');
+const roles: [string, string[]][] = [
+  ['app-read', ['read', '/app/', '--prefix=true']],
+  ['app-rw', ['readwrite', '/app/', '--prefix=true']],
+  ['single-w', ['write', '/single']],
+  ['range-rw', ['readwrite', '/r/a', '/r/m']],
+];
+for (const [role, perm] of roles) {
+  await cluster.etcdctl('role', 'add', role);
+  await cluster.etcdctl('role', 'grant-permission', role, ...perm);
+}
+const users: [string, string | undefined][] = [
+  ['alice', 'app-read'],
+  ['bob', 'app-rw'],
+  ['carol', 'single-w'],
+  ['dave', 'range-rw'],
+  ['eve', undefined],
+];
+for (const [user, role] of users) {
+  await cluster.etcdctl('user', 'add', `${user}:pw-${user}`);
+  if (role) await cluster.etcdctl('user', 'grant-role', user, role);
+}
+for (const k of ['/app/x', '/app2/x', '/app', '/single', '/r/b', '/other']) await cluster.etcdctl('put', k, 'seed');
+await cluster.etcdctl('auth', 'enable');
+
+const logLines: string[] = [];
+const app = await buildTestApp(
+  t,
+  cluster.endpoints,
+  { AUTH_JWT_SECRET: SECRET, ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile, ETCD_USERNAME: 'gateway', ETCD_PASSWORD: 'gwpw', LOG_LEVEL: 'debug' },
+  { stream: new Writable({ write: (c, _e, done) => (logLines.push(c.toString()), done()) }) },
+);
+const base = await listen(app);
+
+const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+function hs256(claims: Record<string, unknown>, secret = SECRET, header: Record<string, unknown> = { alg: 'HS256', typ: 'JWT' }): string {
+  const input = `${b64(header)}.${b64(claims)}`;
+  return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+}
+const now = () => Math.floor(Date.now() / 1000);
+const claimsFor = (sub: string, extra: Record<string, unknown> = {}) => ({ sub, iss: 'etcd-gateway', aud: 'etcd-gateway', iat: now(), exp: now() + 600, ...extra });
+const tokenFor = (sub: string, extra: Record<string, unknown> = {}) => hs256(claimsFor(sub, extra));
+const as = (user: string) => ({ authorization: `Bearer ${tokenFor(user)}` });
+
+interface Op {
+  name: string;
+  http: (user: string) => Promise<number>;
+  etcdctl: string[];
+  input?: string;
+}
+const req = async (user: string, method: string, path: string, body?: string, headers: Record<string, string> = {}) =>
+  (await app.inject({ method: method as 'GET', url: path, payload: body, headers: { ...as(user), ...headers } })).statusCode;
+const txnBody = JSON.stringify({
+  compare: [{ key: '/app/x', target: 'version', result: '>', version: 0 }],
+  success: [{ put: { key: '/other', value: 'txn' } }],
+  failure: [],
+});
+const ops: Op[] = [
+  { name: 'get /app/x', http: (u) => req(u, 'GET', '/v1/kv//app/x'), etcdctl: ['get', '/app/x'] },
+  { name: 'list /app/', http: (u) => req(u, 'GET', '/v1/kv//app/?prefix'), etcdctl: ['get', '--prefix', '/app/'] },
+  { name: 'list /app (wider than /app/)', http: (u) => req(u, 'GET', '/v1/kv//app?prefix'), etcdctl: ['get', '--prefix', '/app'] },
+  { name: 'get /app (boundary)', http: (u) => req(u, 'GET', '/v1/kv//app'), etcdctl: ['get', '/app'] },
+  { name: 'get /app2/x (outside)', http: (u) => req(u, 'GET', '/v1/kv//app2/x'), etcdctl: ['get', '/app2/x'] },
+  { name: 'put /app/y', http: (u) => req(u, 'PUT', '/v1/kv//app/y', 'v'), etcdctl: ['put', '/app/y', 'v'] },
+  { name: 'put /app/y with prev_kv', http: (u) => req(u, 'PUT', '/v1/kv//app/y?prev_kv', 'v'), etcdctl: ['put', '--prev-kv', '/app/y', 'v'] },
+  { name: 'delete /app/y', http: (u) => req(u, 'DELETE', '/v1/kv//app/y'), etcdctl: ['del', '/app/y'] },
+  { name: 'put /single', http: (u) => req(u, 'PUT', '/v1/kv//single', 'v'), etcdctl: ['put', '/single', 'v'] },
+  { name: 'get /single', http: (u) => req(u, 'GET', '/v1/kv//single'), etcdctl: ['get', '/single'] },
+  { name: 'put /r/c (in range)', http: (u) => req(u, 'PUT', '/v1/kv//r/c', 'v'), etcdctl: ['put', '/r/c', 'v'] },
+  { name: 'put /r/m (range end, excluded)', http: (u) => req(u, 'PUT', '/v1/kv//r/m', 'v'), etcdctl: ['put', '/r/m', 'v'] },
+  { name: 'get [/r/a, /r/m)', http: (u) => req(u, 'GET', '/v1/kv//r/a?range_end=%2Fr%2Fm'), etcdctl: ['get', '/r/a', '/r/m'] },
+  {
+    name: 'txn: compare /app/x, put /other',
+    http: (u) => req(u, 'POST', '/v1/txn', txnBody, { 'content-type': 'application/json' }),
+    etcdctl: ['txn'],
+    input: 'ver("/app/x") > "0"\n\nput /other txn\n\n\n',
+  },
+  { name: 'watch /app/ (SSE)', http: (u) => req(u, 'GET', '/v1/kv//app/?wait&prefix&timeout=1'), etcdctl: ['get', '--prefix', '/app/'] },
+  { name: 'lease grant', http: (u) => req(u, 'POST', '/v1/leases', JSON.stringify({ ttl: 60 }), { 'content-type': 'application/json' }), etcdctl: ['lease', 'grant', '60'] },
+];
+
+t.test('permission matrix: every cell answers as etcd answers that user', async (t) => {
+  for (const [user] of users) {
+    for (const op of ops) {
+      const status = await op.http(user);
+      const etcd = await etcdctlAs(user, op.etcdctl, op.input);
+      const allowed = status < 400 || status === 404;
+      if (etcd.ok) t.ok(allowed, `${user} ${op.name}: etcd allows, gateway ${status}`);
+      else {
+        t.match(etcd.out, /permission denied/, `${user} ${op.name}: etcd refuses with permission denied`);
+        t.equal(status, 403, `${user} ${op.name}: etcd refuses, gateway 403`);
+      }
+    }
+  }
+});
+
+t.test('a watch over a range the caller may not read is refused before it joins a shared watch', async (t) => {
+  const sse = await SseClient.open(`${base}/v1/watch//app2/?prefix`, as('alice'));
+  await sse.ended;
+  t.equal(sse.response.statusCode, 403);
+  const ws = await WsClient.connect(`${base.replace('http', 'ws')}/v1/watch`, as('alice'));
+  t.teardown(() => ws.close());
+  ws.send({ type: 'subscribe', id: 'no', key: '/other' });
+  ws.send({ type: 'subscribe', id: 'yes', key: '/app/', prefix: true });
+  t.equal((await ws.next((m) => m.id === 'no')).code, 'permission_denied');
+  t.equal((await ws.next((m) => m.id === 'yes')).type, 'created');
+});
+
+t.test('bad tokens are 401 with WWW-Authenticate', async (t) => {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsInput = `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64(claimsFor('alice'))}`;
+  const rs256 = `${rsInput}.${rsaSign('sha256', Buffer.from(rsInput), privateKey).toString('base64url')}`;
+  const cases: [string, string | undefined][] = [
+    ['missing', undefined],
+    ['forged (other secret)', hs256(claimsFor('alice'), 'another-secret-another-secret-another-secret')],
+    ['expired', tokenFor('alice', { exp: now() - 120 })],
+    ['not yet valid', tokenFor('alice', { nbf: now() + 300 })],
+    ['wrong issuer', tokenFor('alice', { iss: 'someone-else' })],
+    ['wrong audience', tokenFor('alice', { aud: 'another-service' })],
+    ['no exp', hs256({ sub: 'alice', iss: 'etcd-gateway', aud: 'etcd-gateway' })],
+    ['alg none', `${b64({ alg: 'none', typ: 'JWT' })}.${b64(claimsFor('alice'))}.`],
+    ['RS256 where HS256 is configured', rs256],
+    ['no subject', hs256({ iss: 'etcd-gateway', aud: 'etcd-gateway', exp: now() + 60 })],
+    ['garbage', 'not.a.jwt'],
+  ];
+  for (const [name, token] of cases) {
+    const res = await app.inject({ url: '/v1/kv//app/x', headers: token ? { authorization: `Bearer ${token}` } : {} });
+    t.equal(res.statusCode, 401, name);
+    t.match(res.headers['www-authenticate'], /^Bearer/, `${name}: WWW-Authenticate`);
+    t.equal(res.headers['content-type'], 'application/problem+json; charset=utf-8');
+  }
+  const rootRes = await app.inject({ url: '/v1/kv//app/x', headers: as('root') });
+  t.equal(rootRes.statusCode, 403, 'a token naming root is refused');
+  t.equal(rootRes.json().code, 'root_not_allowed');
+  t.equal((await app.inject({ url: '/healthz' })).statusCode, 200, 'health is public');
+  t.equal((await app.inject({ url: '/openapi.json' })).statusCode, 200, 'the spec is public');
+
+  // With a public key configured, the HS256-with-the-public-key trick fails too.
+  const pubFile = join(tmpdir(), `gw-auth-${process.pid}.pub`);
+  await writeFile(pubFile, publicKey.export({ type: 'spki', format: 'pem' }));
+  const rsApp = await buildTestApp(t, cluster.endpoints, { AUTH_JWT_PUBLIC_KEY_FILE: pubFile, ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile, ETCD_USERNAME: 'gateway', ETCD_PASSWORD: 'gwpw' });
+  t.equal((await rsApp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${rs256}` } })).statusCode, 200, 'a good RS256 token');
+  const confused = hs256(claimsFor('alice'), publicKey.export({ type: 'spki', format: 'pem' }).toString(), { alg: 'HS256', typ: 'JWT' });
+  t.equal((await rsApp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${confused}` } })).statusCode, 401, 'HS256 signed with the public key');
+});
+
+t.test('auth changes take effect at once', async (t) => {
+  t.equal(await req('alice', 'GET', '/v1/kv//app/x'), 200);
+  await root('user', 'revoke-role', 'alice', 'app-read');
+  t.equal(await req('alice', 'GET', '/v1/kv//app/x'), 403, 'revoked');
+  await root('user', 'grant-role', 'alice', 'app-read');
+  t.equal(await req('alice', 'GET', '/v1/kv//app/x'), 200, 'granted again');
+  await root('role', 'add', 'temp');
+  await root('role', 'grant-permission', 'temp', 'read', '/temp/', '--prefix=true');
+  await root('user', 'grant-role', 'eve', 'temp');
+  t.equal(await req('eve', 'GET', '/v1/kv//temp/?prefix'), 200);
+  await root('role', 'delete', 'temp');
+  t.equal(await req('eve', 'GET', '/v1/kv//temp/?prefix'), 403, 'role deleted');
+});
+
+t.test('open streams end when the caller loses the permission or the token expires', async (t) => {
+  const ticket = (await app.inject({ method: 'POST', url: '/v1/auth/ticket', headers: as('bob') })).json().ticket;
+  const sse = await SseClient.open(`${base}/v1/watch//app/?prefix&ticket=${ticket}`);
+  t.equal(sse.response.statusCode, 200, 'SSE with a ticket');
+  await sse.next((e) => e.event === 'created');
+  const reuse = await fetch(`${base}/v1/watch//app/?prefix&ticket=${ticket}`);
+  t.equal(reuse.status, 401, 'a ticket works once');
+  t.equal((await reuse.json()).code, 'ticket_used');
+  t.equal((await fetch(`${base}/v1/watch//app/?prefix&ticket=${tokenFor('bob')}`)).status, 401, 'a token is not a ticket');
+
+  const ws = await WsClient.connect(`${base.replace('http', 'ws')}/v1/watch`, as('bob'));
+  t.teardown(() => ws.close());
+  ws.send({ type: 'subscribe', id: 'b', key: '/app/', prefix: true });
+  await ws.next((m) => m.type === 'created');
+
+  await root('user', 'revoke-role', 'bob', 'app-rw');
+  const ended = await sse.next((e) => e.event === 'error', 'the SSE stream to end', 10_000);
+  t.equal(JSON.parse(ended.data).code, 'permission_denied');
+  t.equal((await ws.next((m) => m.type === 'error' && m.id === 'b', 'the subscription to end', 10_000)).code, 'permission_denied');
+  await root('user', 'grant-role', 'bob', 'app-rw');
+
+  // A websocket opened with a token that expires in 2 s, through the subprotocol a browser would use.
+  const short = hs256(claimsFor('bob', { exp: now() + 2 }));
+  const browserLike = await WsClient.connect(`${base.replace('http', 'ws')}/v1/watch`, {}, ['etcd-gateway.v1', `bearer.${short}`]);
+  t.equal(browserLike.socket.protocol, 'etcd-gateway.v1', 'the token is not echoed back');
+  const closed = await browserLike.closed;
+  t.equal(closed.code, 4001, 'closed when the token expired (within the 30 s clock tolerance at most)');
+});
+
+t.test('token exchange: etcd checks the password; failures take as long as successes', async (t) => {
+  let started = Date.now();
+  let res = await app.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'alice', password: 'pw-alice' } });
+  const okMs = Date.now() - started;
+  t.equal(res.statusCode, 200);
+  const { token, token_type, expires_in } = res.json();
+  t.equal(token_type, 'Bearer');
+  t.equal(expires_in, 3600);
+  t.equal((await app.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${token}` } })).statusCode, 200, 'the token works');
+  for (const [username, password] of [['alice', 'wrong'], ['nobody', 'whatever']]) {
+    started = Date.now();
+    res = await app.inject({ method: 'POST', url: '/v1/auth/token', payload: { username, password } });
+    t.equal(res.statusCode, 401, `${username}/${password}`);
+    t.ok(Date.now() - started >= 250, 'not faster than the minimum');
+  }
+  t.ok(okMs >= 250);
+  res = await app.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'root', password: 'rootpw' } });
+  t.equal(res.statusCode, 403, 'no tokens for root');
+  res = await app.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'alice' } });
+  t.equal(res.statusCode, 400);
+});
+
+t.test('admin operations as a non-root caller are refused by etcd', async (t) => {
+  const res = await app.inject({ method: 'POST', url: '/v1/maintenance/defragment', headers: as('bob') });
+  t.equal(res.statusCode, 403);
+  const members = await app.inject({ method: 'POST', url: '/v1/cluster/members', headers: { ...as('bob'), 'content-type': 'application/json' }, payload: { peer_urls: ['http://127.0.0.1:1'] } });
+  t.equal(members.statusCode, 403);
+});
+
+t.test('logs never contain a token or a password', async (t) => {
+  const all = logLines.join('');
+  t.ok(all.length > 1000, 'debug logs were written');
+  t.notMatch(all, /eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+/, 'no JWT');
+  t.notMatch(all, /pw-alice|rootpw|gwpw/, 'no password');
+});
