@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Installs everything the gateway and its tests need on a fresh Debian machine:
-# etcd and etcdctl from Debian, the npm packages, and the build.
+# Installs everything the gateway needs on a fresh Debian machine: etcd and
+# etcdctl from Debian, the npm packages, and the build. With --test, also
+# Debian's Chromium for the browser tests.
 # Safe to run again: each step is skipped or repeated harmlessly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
-  echo "setup: installing etcd-server and etcd-client from Debian"
+packages=()
+command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-server etcd-client)
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then packages+=(chromium); fi
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "setup: installing ${packages[*]} from Debian"
   as_root apt-get update
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server etcd-client
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"
 fi
 
 # npm ci only when the lock file changed since the last install.

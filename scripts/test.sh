@@ -3,7 +3,7 @@
 # etcd clusters that the tests start and stop themselves.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh || exit 1
+./scripts/setup.sh --test || exit 1
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
