@@ -1,6 +1,7 @@
 // The app factory. The gateway is a Fastify app built from plugins; the
 // process entry (src/server.ts) and the tests build the same app.
 import { randomUUID } from 'node:crypto';
+import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -22,6 +23,7 @@ import leaseRoutes from './routes/leases.js';
 import lockRoutes from './routes/locks.js';
 import maintenanceRoutes from './routes/maintenance.js';
 import txnRoutes from './routes/txn.js';
+import v3Routes from './routes/v3.js';
 import watchRoutes from './routes/watch.js';
 import { ClusterHealthSchema, ClusterStatusSchema, EndpointStatusSchema, MemberAddedSchema, MemberListSchema, MemberSchema } from './schemas/cluster.js';
 import { TicketSchema, TokenRequestSchema, TokenSchema } from './schemas/auth.js';
@@ -149,6 +151,28 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     },
   });
   await app.register(openapiPlugin);
+  // Explicit CORS: no origin is allowed unless CORS_ORIGINS lists it, and
+  // browsers may read the etcd metadata headers. Preflights need no token.
+  const corsOrigins = config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean);
+  await app.register(cors, {
+    origin: corsOrigins.includes('*') ? true : corsOrigins,
+    methods: ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'OPTIONS'],
+    allowedHeaders: ['authorization', 'content-type', 'if-match', 'if-none-match', 'last-event-id', 'x-request-id', 'accept'],
+    exposedHeaders: [
+      'etag',
+      'location',
+      'retry-after',
+      'x-request-id',
+      'x-etcd-revision',
+      'x-etcd-cluster-id',
+      'x-etcd-create-revision',
+      'x-etcd-mod-revision',
+      'x-etcd-version',
+      'x-etcd-lease',
+      'x-etcd-endpoint',
+    ],
+    maxAge: 600,
+  });
 
   // Public scope: health, documentation, token exchange.
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
@@ -172,7 +196,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       heartbeatMs: config.WATCH_HEARTBEAT_MS,
       listMaxKeys: config.LIST_MAX_KEYS,
       requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
-      corsOrigins: config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+      corsOrigins,
     });
     await api.register(txnRoutes, { listMaxKeys: config.LIST_MAX_KEYS });
     await api.register(leaseRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
@@ -193,6 +217,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       probeTimeoutMs,
       longTimeoutMs: Math.max(config.REQUEST_TIMEOUT_MS, 120_000),
     });
+    await api.register(v3Routes, { bodyLimit: config.BODY_LIMIT, maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES });
   });
   return app;
 }

@@ -252,12 +252,12 @@ t.test('lease keep-alive over the websocket', async (t) => {
 
 t.test('long-poll: next change, timeout with a continuation, history, bad input', async (t) => {
   const start = await put('/lp/seed', 'x');
+  const subscribers = async () => (await (await fetch(`${base}/readyz`)).json()).watch.subscribers as number;
+  const before = await subscribers();
   const pending = fetch(`${base}/v1/kv//lp/?wait&prefix`);
-  await new Promise((r) => setImmediate(r));
-  // The poll is registered once the hub counts a subscriber for it; wait for that.
-  for (let i = 0; i < 100; i++) {
-    const stats = (await (await fetch(`${base}/readyz`)).json()).watch;
-    if (stats.subscribers > 0) break;
+  // The poll is registered once the hub counts one more subscriber (bounded polling of /readyz).
+  for (let i = 0; (await subscribers()) <= before; i++) {
+    if (i > 200) throw new Error('the long-poll never subscribed');
     await new Promise((r) => setTimeout(r, 20));
   }
   const r = await put('/lp/k', 'v');
@@ -326,4 +326,24 @@ t.test('shutdown: every socket is told where to resume, then closed with 1001', 
   t.same(msg.resume, { z: r + 1 });
   t.ok(created);
   t.equal((await c.closed).code, 1001);
+});
+
+t.test('CORS: explicit origins only, etcd headers exposed, preflight without a token', async (t) => {
+  const withCors = await buildTestApp(t, cluster.endpoints, { CORS_ORIGINS: 'https://console.example' });
+  let res = await withCors.inject({
+    method: 'OPTIONS',
+    url: '/v1/kv//cors/k',
+    headers: { origin: 'https://console.example', 'access-control-request-method': 'PUT', 'access-control-request-headers': 'authorization,if-match' },
+  });
+  t.equal(res.statusCode, 204);
+  t.equal(res.headers['access-control-allow-origin'], 'https://console.example');
+  t.match(String(res.headers['access-control-allow-headers']), /authorization/);
+  t.match(String(res.headers['access-control-allow-methods']), /PUT/);
+  res = await withCors.inject({ method: 'PUT', url: '/v1/kv//cors/k', payload: 'v', headers: { origin: 'https://console.example' } });
+  t.equal(res.headers['access-control-allow-origin'], 'https://console.example');
+  t.match(String(res.headers['access-control-expose-headers']), /x-etcd-revision/);
+  res = await withCors.inject({ url: '/v1/kv//cors/k', headers: { origin: 'https://evil.example' } });
+  t.notOk(res.headers['access-control-allow-origin'], 'an unlisted origin gets no CORS grant');
+  res = await app.inject({ url: '/v1/kv//cors/k', headers: { origin: 'https://console.example' } });
+  t.notOk(res.headers['access-control-allow-origin'], 'no origins by default');
 });
