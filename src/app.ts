@@ -17,6 +17,7 @@ import watchHubPlugin from './plugins/watch-hub.js';
 import clusterRoutes from './routes/cluster.js';
 import electionRoutes from './routes/elections.js';
 import healthRoutes from './routes/health.js';
+import adminRoutes from './routes/admin.js';
 import { ticketRoutes, tokenRoutes } from './routes/auth.js';
 import kvRoutes from './routes/kv.js';
 import leaseRoutes from './routes/leases.js';
@@ -26,6 +27,7 @@ import txnRoutes from './routes/txn.js';
 import v3Routes from './routes/v3.js';
 import watchRoutes from './routes/watch.js';
 import { ClusterHealthSchema, ClusterStatusSchema, EndpointStatusSchema, MemberAddedSchema, MemberListSchema, MemberSchema } from './schemas/cluster.js';
+import { AdminDoneSchema, NameListSchema, PermissionSchema, RoleSchema, UserSchema } from './schemas/admin.js';
 import { TicketSchema, TokenRequestSchema, TokenSchema } from './schemas/auth.js';
 import { ProblemSchema } from './schemas/common.js';
 import { ElectionLeaderSchema, ResignedSchema } from './schemas/elections.js';
@@ -106,6 +108,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     TokenRequestSchema,
     TokenSchema,
     TicketSchema,
+    PermissionSchema,
+    UserSchema,
+    RoleSchema,
+    NameListSchema,
+    AdminDoneSchema,
   ]) {
     app.addSchema(schema);
   }
@@ -201,6 +208,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     await api.register(txnRoutes, { listMaxKeys: config.LIST_MAX_KEYS });
     await api.register(leaseRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
     await api.register(ticketRoutes);
+    await api.register(adminRoutes);
     await api.register(lockRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
     await api.register(electionRoutes, {
       timeoutMs: config.REQUEST_TIMEOUT_MS,

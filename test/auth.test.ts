@@ -252,3 +252,58 @@ t.test('logs never contain a token or a password', async (t) => {
   t.notMatch(all, /eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+/, 'no JWT');
   t.notMatch(all, /pw-alice|rootpw|gwpw/, 'no password');
 });
+
+t.test('users, roles and permissions over HTTP, as etcdctl does them', async (t) => {
+  const rootApp = await buildTestApp(t, cluster.endpoints, {
+    AUTH_JWT_SECRET: SECRET,
+    AUTH_ALLOW_ROOT: true,
+    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
+    ETCD_USERNAME: 'gateway',
+    ETCD_PASSWORD: 'gwpw',
+  });
+  const call = (method: string, url: string, payload?: unknown, user = 'root') =>
+    rootApp.inject({ method: method as 'GET', url, payload: payload as never, headers: as(user) });
+
+  let res = await call('POST', '/v1/auth/roles', { name: 'web' });
+  t.equal(res.statusCode, 201);
+  t.equal((await call('POST', '/v1/auth/roles', { name: 'web' })).json().code, 'role_exists');
+  res = await call('POST', '/v1/auth/roles/web/permissions', { type: 'readwrite', key: '/web/', prefix: true });
+  t.equal(res.statusCode, 200);
+  await call('POST', '/v1/auth/roles/web/permissions', { type: 'read', key: '/cfg/a', range_end: '/cfg/m' });
+  await call('POST', '/v1/auth/roles/web/permissions', { type: 'write', key: '/single' });
+  t.match(await root('role', 'get', 'web'), /KV Read:\s*\n\s*\[\/cfg\/a, \/cfg\/m\)[\s\S]*\[\/web\/, \/web0\) \(prefix \/web\/\)/);
+  res = await call('GET', '/v1/auth/roles/web');
+  t.same(res.json().permissions, [
+    { type: 'read', key: '/cfg/a', range_end: '/cfg/m' },
+    { type: 'write', key: '/single' },
+    { type: 'readwrite', key: '/web/', prefix: true },
+  ]);
+  t.equal((await call('POST', '/v1/auth/roles/web/permissions', { type: 'all', key: '/x' })).statusCode, 400);
+  t.equal((await call('POST', '/v1/auth/roles/web/permissions', { type: 'read' })).json().code, 'invalid_permission');
+
+  t.equal((await call('POST', '/v1/auth/users', { name: 'frank', password: 'pw-frank' })).statusCode, 201);
+  t.equal((await call('POST', '/v1/auth/users', { name: 'frank', password: 'x' })).json().code, 'user_exists');
+  t.equal((await call('POST', '/v1/auth/users', { name: 'nopw' })).json().code, 'invalid_user');
+  t.equal((await call('PUT', '/v1/auth/users/frank/roles/web')).statusCode, 200);
+  t.same((await call('GET', '/v1/auth/users/frank')).json(), { name: 'frank', roles: ['web'] });
+  t.match(await root('user', 'get', 'frank'), /Roles: web/);
+  t.ok((await call('GET', '/v1/auth/users')).json().names.includes('frank'));
+  t.ok((await call('GET', '/v1/auth/roles')).json().names.includes('web'));
+  t.ok((await etcdctlAs('frank', ['put', '/web/page', 'x'])).ok, 'etcd now lets frank write under /web/');
+  t.equal(await req('frank', 'PUT', '/v1/kv//web/page', 'y'), 200, 'and so does the gateway');
+
+  t.equal((await call('PUT', '/v1/auth/users/frank/password', { password: 'new-pw' })).statusCode, 200);
+  t.equal((await rootApp.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'frank', password: 'new-pw' } })).statusCode, 200);
+  t.equal((await call('DELETE', '/v1/auth/roles/web/permissions?key=%2Fweb%2F&prefix')).statusCode, 200);
+  t.equal(await req('frank', 'PUT', '/v1/kv//web/page', 'z'), 403, 'permission revoked');
+  t.equal((await call('DELETE', '/v1/auth/users/frank/roles/web')).statusCode, 200);
+  t.equal((await call('DELETE', '/v1/auth/users/frank')).statusCode, 200);
+  t.equal((await call('GET', '/v1/auth/users/frank')).json().code, 'user_not_found');
+  t.equal((await call('DELETE', '/v1/auth/roles/web')).statusCode, 200);
+  t.equal((await call('GET', '/v1/auth/roles/web')).statusCode, 404);
+
+  // Not root: etcd refuses.
+  t.equal((await call('GET', '/v1/auth/users', undefined, 'alice')).statusCode, 403);
+  t.equal((await call('POST', '/v1/auth/roles', { name: 'sneaky' }, 'bob')).statusCode, 403);
+  t.equal((await call('POST', '/v1/auth/disable', undefined, 'alice')).statusCode, 403);
+});
