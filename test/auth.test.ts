@@ -307,3 +307,35 @@ t.test('users, roles and permissions over HTTP, as etcdctl does them', async (t)
   t.equal((await call('POST', '/v1/auth/roles', { name: 'sneaky' }, 'bob')).statusCode, 403);
   t.equal((await call('POST', '/v1/auth/disable', undefined, 'alice')).statusCode, 403);
 });
+
+t.test('leases belong to the subject that granted them through the gateway', async (t) => {
+  const grant = await app.inject({ method: 'POST', url: '/v1/leases', headers: as('alice'), payload: { ttl: 60 } });
+  t.equal(grant.statusCode, 201);
+  const id = grant.json().id as string;
+  t.equal((await app.inject({ method: 'POST', url: `/v1/leases/${id}/keepalive`, headers: as('alice') })).statusCode, 200, 'the owner keeps it alive');
+  t.equal((await app.inject({ url: `/v1/leases/${id}?keys`, headers: as('alice') })).statusCode, 200, 'the owner lists its keys');
+  for (const [what, res] of [
+    ['keep-alive', await app.inject({ method: 'POST', url: `/v1/leases/${id}/keepalive`, headers: as('bob') })],
+    ['keys', await app.inject({ url: `/v1/leases/${id}?keys`, headers: as('bob') })],
+    ['revoke', await app.inject({ method: 'DELETE', url: `/v1/leases/${id}`, headers: as('bob') })],
+    ['attach', await app.inject({ method: 'PUT', url: `/v1/kv//app/stolen?lease=${id}`, payload: 'x', headers: as('bob') })],
+    ['lock', await app.inject({ method: 'POST', url: `/v1/locks/app%2Flock?lease=${id}&timeout=1`, headers: as('bob') })],
+  ] as const) {
+    t.equal(res.statusCode, 403, `another subject: ${what}`);
+    t.equal(res.json().code, 'lease_not_owned');
+  }
+  t.equal(await cluster.etcdctl('--user=root:rootpw', 'get', '/app/stolen'), '', 'nothing was attached');
+  const ws = await WsClient.connect(`${base.replace('http', 'ws')}/v1/watch`, as('bob'));
+  t.teardown(() => ws.close());
+  ws.send({ type: 'keepalive', lease: id });
+  t.equal((await ws.next((m) => m.type === 'error')).code, 'lease_not_owned', 'over the websocket too');
+  t.equal((await app.inject({ method: 'DELETE', url: `/v1/leases/${id}`, headers: as('alice') })).statusCode, 200, 'the owner revokes it');
+
+  // A lease granted outside the gateway has no owner, as in etcd.
+  const outside = /lease ([0-9a-f]+) granted/.exec(await root('lease', 'grant', '60'))![1]!;
+  t.equal((await app.inject({ method: 'POST', url: `/v1/leases/${outside}/keepalive`, headers: as('bob') })).statusCode, 200);
+  // A TTL key's lease is its writer's.
+  const ttlPut = await app.inject({ method: 'PUT', url: '/v1/kv//app/ttl-key?ttl=60', payload: 'x', headers: as('bob') });
+  t.equal(ttlPut.statusCode, 201);
+  t.equal((await app.inject({ method: 'POST', url: `/v1/leases/${ttlPut.json().lease}/keepalive`, headers: as('alice') })).statusCode, 403);
+});

@@ -4,6 +4,7 @@
 // caller holds the lock or leads, keeping the lease alive is the caller's job
 // (POST /v1/leases/{id}/keepalive), exactly as with etcd's own lock API.
 import type { FastifyBaseLogger } from 'fastify';
+import type { LeaseOwnerGuard } from '../auth/lease-owners.js';
 import type { EtcdScope } from '../etcd/connection.js';
 import { badRequest } from '../errors.js';
 import { leaseHex, num } from '../kv/codec.js';
@@ -25,6 +26,8 @@ export interface LeaseChoice {
 
 export interface SessionDeps {
   etcd: EtcdScope;
+  /** Lease ownership of the caller (authentication on). */
+  owners?: LeaseOwnerGuard;
   /** Deadline of one etcd call. */
   timeoutMs: number;
   log: FastifyBaseLogger;
@@ -48,11 +51,13 @@ export class Session {
     }
     if (choice.lease !== undefined) {
       const id = leaseIdToEtcd(choice.lease);
+      await deps.owners?.check(id);
       const res = await deps.etcd.lease.leaseTimeToLive({ ID: id, keys: false });
       if (num(res.TTL) < 0) throw leaseNotFound(choice.lease);
       return new Session(deps, id, num(res.grantedTTL), false);
     }
     const res = await deps.etcd.lease.leaseGrant({ TTL: choice.ttl ?? DEFAULT_TTL, ID: 0 });
+    await deps.owners?.record(String(res.ID));
     return new Session(deps, String(res.ID), num(res.TTL), true);
   }
 
@@ -97,9 +102,10 @@ export class Session {
 }
 
 /** Revokes a lease and reports whether etcd confirmed it; never throws. */
-export async function revokeQuietly(deps: Pick<SessionDeps, 'etcd' | 'log'>, id: string): Promise<boolean> {
+export async function revokeQuietly(deps: Pick<SessionDeps, 'etcd' | 'log' | 'owners'>, id: string): Promise<boolean> {
   try {
-    await deps.etcd.lease.leaseRevoke({ ID: id });
+    const revoke = () => deps.etcd.lease.leaseRevoke({ ID: id });
+    await (deps.owners ? deps.owners.revoke(id, revoke) : revoke());
     return true;
   } catch (err) {
     deps.log.warn({ lease: leaseHex(id), err: (err as Error).message }, 'lease revoke failed; it expires with its TTL');

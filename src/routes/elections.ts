@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
+import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { Type } from 'typebox';
 import { campaign, electionPrefix, leader, proclaim, resign, type Leader } from '../concurrency/election.js';
 import { GrantedLeases } from '../concurrency/session.js';
@@ -51,7 +52,7 @@ function leaderJson(name: string, l: Leader) {
 const electionRoutes: FastifyPluginAsyncTypebox<ElectionRoutesOptions> = async (app, opts) => {
   // As the caller (req.etcd): with authentication on, etcd checks the
   // caller's permissions on the election's keys and lease.
-  const deps = (req: FastifyRequest) => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log });
+  const deps = (req: FastifyRequest) => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log, owners: leaseOwnerGuard(app.etcd, req) });
   const granted = new GrantedLeases();
   const waits = new Waits(app);
   const leaderResponse = { 200: Type.Ref('ElectionLeader') };

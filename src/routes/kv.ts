@@ -4,6 +4,7 @@ import { Type } from 'typebox';
 import { Problem, badRequest, toProblem } from '../errors.js';
 import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
 import { isRange, keyRange, list } from '../kv/range.js';
+import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { longPoll } from '../watch/longpoll.js';
 import { checkReadable } from '../watch/session.js';
 import { errorResponses, isSet } from '../schemas/common.js';
@@ -195,13 +196,21 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         parseCondition(req.headers['if-none-match'], 'If-None-Match'),
       );
       if (q.lease && q.ttl) throw badRequest('use lease or ttl, not both', 'conflicting_lease');
-      let leaseId = q.lease ? BigInt(`0x${q.lease}`).toString() : undefined;
+      let leaseId = q.lease ? BigInt.asIntN(64, BigInt(`0x${q.lease}`)).toString() : undefined;
       let grantedLease = false;
+      const owners = leaseOwnerGuard(app.etcd, req);
+      if (leaseId) await owners?.check(leaseId);
       if (q.ttl) {
         const granted = await lease.leaseGrant({ TTL: q.ttl, ID: 0 });
         leaseId = granted.ID;
         grantedLease = true;
+        await owners?.record(leaseId);
       }
+      // Never leave a lease behind for a write that failed or was refused.
+      const revokeGranted = async () => {
+        const revoke = () => lease.leaseRevoke({ ID: leaseId });
+        await (owners ? owners.revoke(leaseId!, revoke) : revoke()).catch(() => undefined);
+      };
       const put: IRequestOp = { request_put: { key, value, lease: leaseId, prev_kv: isSet(q.prev_kv) } };
       let res: ITxnResponse;
       let createdKnown = true;
@@ -224,12 +233,12 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         }
       } catch (err) {
         // Never leave a lease behind for a write that failed.
-        if (grantedLease) await lease.leaseRevoke({ ID: leaseId }).catch(() => undefined);
+        if (grantedLease) await revokeGranted();
         throw err;
       }
       reply.etcdHeaders(res.header);
       if (condition && !res.succeeded) {
-        if (grantedLease) await lease.leaseRevoke({ ID: leaseId }).catch(() => undefined);
+        if (grantedLease) await revokeGranted();
         throw preconditionFailed(res);
       }
       const created = condition ? condition.target === CompareTarget.Create && condition.result === CompareResult.Equal : res.succeeded;

@@ -3,6 +3,7 @@ import { Type } from 'typebox';
 import { leaseHex, num } from '../kv/codec.js';
 import { errorResponses, isSet } from '../schemas/common.js';
 import { GrantLeaseBody, LeaseInfoQuery, LeaseParams } from '../schemas/leases.js';
+import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { keepAliveOnce, leaseIdToEtcd, timeToLiveToJson } from '../txn/lease.js';
 
 export interface LeaseRoutesOptions {
@@ -26,6 +27,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
     },
     async (req, reply) => {
       const res = await req.etcd.lease.leaseGrant({ TTL: req.body.ttl, ID: req.body.id ? leaseIdToEtcd(req.body.id) : 0 });
+      await leaseOwnerGuard(app.etcd, req)?.record(String(res.ID));
       reply.etcdHeaders(res.header);
       const id = leaseHex(res.ID)!;
       reply.header('location', `/v1/leases/${id}`);
@@ -63,6 +65,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
     },
     async (req, reply) => {
       const withKeys = isSet(req.query.keys);
+      if (withKeys) await leaseOwnerGuard(app.etcd, req)?.check(leaseIdToEtcd(req.params.id));
       const res = await req.etcd.lease.leaseTimeToLive({ ID: leaseIdToEtcd(req.params.id), keys: withKeys });
       reply.etcdHeaders(res.header);
       return timeToLiveToJson(req.params.id, res, withKeys);
@@ -81,6 +84,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
       },
     },
     async (req, reply) => {
+      await leaseOwnerGuard(app.etcd, req)?.check(leaseIdToEtcd(req.params.id));
       const res = await keepAliveOnce(req.etcd.lease, req.params.id, opts.timeoutMs);
       reply.etcdHeaders(res.header);
       return { id: leaseHex(res.ID) ?? req.params.id, ttl: num(res.TTL) };
@@ -98,7 +102,11 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
       },
     },
     async (req, reply) => {
-      const res = await req.etcd.lease.leaseRevoke({ ID: leaseIdToEtcd(req.params.id) });
+      const id = leaseIdToEtcd(req.params.id);
+      const owners = leaseOwnerGuard(app.etcd, req);
+      await owners?.check(id);
+      const revoke = () => req.etcd.lease.leaseRevoke({ ID: id });
+      const res = owners ? await owners.revoke(id, revoke) : await revoke();
       reply.etcdHeaders(res.header);
       return { id: leaseHex(leaseIdToEtcd(req.params.id)) ?? req.params.id, revision: num(res.header.revision) };
     },

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
+import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { Type } from 'typebox';
 import { acquire, release } from '../concurrency/mutex.js';
 import { GrantedLeases } from '../concurrency/session.js';
@@ -24,7 +25,7 @@ export function mergeOptions<T extends object>(query: T, body: T | undefined): T
 const lockRoutes: FastifyPluginAsyncTypebox<LockRoutesOptions> = async (app, opts) => {
   // As the caller (req.etcd): with authentication on, etcd checks the
   // caller's permissions on the lock's keys and lease.
-  const deps = (req: FastifyRequest) => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log });
+  const deps = (req: FastifyRequest) => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log, owners: leaseOwnerGuard(app.etcd, req) });
   const granted = new GrantedLeases();
   const waits = new Waits(app);
   // The body is optional: without one, the options are in the query.

@@ -7,7 +7,8 @@ import { keyRange, rangeOf } from '../kv/range.js';
 import { errorResponses, isSet } from '../schemas/common.js';
 import { KeyParams } from '../schemas/kv.js';
 import { SseWatchQuery, WatchClientMessage, type WatchSubscribe } from '../schemas/watch.js';
-import { keepAliveOnce } from '../txn/lease.js';
+import { leaseOwnerGuard } from '../auth/lease-owners.js';
+import { keepAliveOnce, leaseIdToEtcd } from '../txn/lease.js';
 import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
@@ -211,7 +212,8 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
           s.close?.();
           return void send({ type: 'canceled', id: msg.id });
         }
-        keepAliveOnce(req.etcd.lease, msg.lease, opts.requestTimeoutMs)
+        Promise.resolve(leaseOwnerGuard(app.etcd, req)?.check(leaseIdToEtcd(msg.lease)))
+          .then(() => keepAliveOnce(req.etcd.lease, msg.lease, opts.requestTimeoutMs))
           .then((res) => send({ type: 'keepalive', lease: leaseHex(res.ID) ?? msg.lease, ttl: num(res.TTL) }))
           .catch((err) => send({ ...errorMessage(problemToWatchError(err)), lease: msg.lease }));
       });

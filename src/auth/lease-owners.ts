@@ -1,0 +1,65 @@
+// Lease ownership, which etcd does not have: with authentication on, the
+// subject that granted a lease through the gateway owns it, and others may
+// not keep it alive, revoke it, list its keys or attach keys to it.
+//
+// Stateless, like the rest of the gateway: the owner is recorded in etcd
+// itself, in a key attached to the lease (so it disappears with the lease),
+// written and read as the gateway's own user. Leases granted outside the
+// gateway (etcdctl, other clients) have no record and stay unrestricted, as
+// in etcd.
+import type { FastifyRequest } from 'fastify';
+import type { EtcdScope } from '../etcd/connection.js';
+import { Problem } from '../errors.js';
+
+/** Where owners are recorded; under \0 so that it sorts before every ordinary key. */
+export const LEASE_OWNER_PREFIX = '\0etcd-gateway/lease-owner/';
+
+export interface LeaseOwnerGuard {
+  /** Records the caller as owner of a lease it was just granted (int64 decimal id). */
+  record(id: string): Promise<void>;
+  /** Refuses (403) when another subject owns the lease. */
+  check(id: string): Promise<void>;
+  /**
+   * Revokes as the caller. etcd requires write permission on every key
+   * attached to a lease to revoke it, the owner record included, so the
+   * gateway detaches the record first and restores it if etcd refuses.
+   */
+  revoke<T>(id: string, revoke: () => Promise<T>): Promise<T>;
+}
+
+function ownerKey(id: string): Buffer {
+  return Buffer.from(LEASE_OWNER_PREFIX + BigInt.asUintN(64, BigInt(id)).toString(16).padStart(16, '0'));
+}
+
+export function leaseOwnerGuard(service: EtcdScope, req: FastifyRequest): LeaseOwnerGuard | undefined {
+  const caller = req.caller;
+  if (!caller) return undefined;
+  return {
+    async record(id) {
+      try {
+        await service.kv.put({ key: ownerKey(id), value: Buffer.from(caller.username), lease: id });
+      } catch (err) {
+        // An unrecorded lease would be anyone's: give it back rather than hand it out.
+        await req.etcd.lease.leaseRevoke({ ID: id }).catch(() => undefined);
+        throw err;
+      }
+    },
+    async check(id) {
+      const res = await service.kv.range({ key: ownerKey(id) });
+      const owner = res.kvs[0]?.value.toString('utf8');
+      if (owner !== undefined && owner !== caller.username) {
+        throw new Problem(403, 'lease_not_owned', 'this lease belongs to another subject (it was granted through the gateway by someone else)');
+      }
+    },
+    async revoke(id, revoke) {
+      const removed = await service.kv.deleteRange({ key: ownerKey(id), prev_kv: true });
+      try {
+        return await revoke();
+      } catch (err) {
+        const prev = removed.prev_kvs[0];
+        if (prev) await service.kv.put({ key: prev.key, value: prev.value, lease: id }).catch(() => undefined);
+        throw err;
+      }
+    },
+  };
+}
