@@ -1,11 +1,9 @@
 // Elections through the gateway against a real 3-member cluster, with an
 // `etcdctl elect` candidate and observer in the same election. Every wait is
 // on an event (an etcd watch event, a line from etcdctl, an HTTP answer).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { FilterType, type IKeyValue, type IWatchResponse } from 'etcd3';
+import { spawn } from 'node:child_process';
 import t from 'tap';
+import { etcdctlChild as spawnEtcdctl, nextEvent as waitNextEvent, pending } from './helpers/etcd-waits.js';
 import { buildTestApp } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 
@@ -21,67 +19,8 @@ const keysUnder = async (prefix: string) =>
   (await etcdctl('get', '--prefix', '--keys-only', prefix)).split('\n').filter(Boolean);
 const leaseAlive = async (hex: string) => (await app.inject({ url: `/v1/leases/${hex}` })).statusCode === 200;
 
-/** Resolves once etcd confirmed a watch on `prefix`, with `event`: the pair of the next put (or delete). */
-async function nextEvent(prefix: string, kind: 'put' | 'delete'): Promise<{ event: Promise<IKeyValue> }> {
-  const stream = await app.etcd.watch.watch();
-  const end = Buffer.from(prefix);
-  end[end.length - 1]! += 1;
-  let created!: () => void;
-  const ready = new Promise<void>((resolve) => (created = resolve));
-  const event = new Promise<IKeyValue>((resolve, reject) => {
-    stream.on('data', (res: IWatchResponse) => {
-      if (res.created) created();
-      if (res.events[0]) resolve(res.events[0].kv);
-    });
-    stream.on('error', reject);
-  }).finally(() => {
-    stream.on('error', () => undefined);
-    stream.cancel();
-  });
-  stream.write({
-    create_request: { key: Buffer.from(prefix), range_end: end, filters: [kind === 'put' ? FilterType.Nodelete : FilterType.Noput] },
-  });
-  await ready;
-  return { event };
-}
-
-/** `etcdctl <args>` as a child process whose stdout lines can be awaited; killed in teardown. */
-function etcdctlChild(t: { teardown(fn: () => unknown): void }, ...args: string[]) {
-  const child: ChildProcess = spawn('etcdctl', [`--endpoints=${cluster.endpoints.join(',')}`, ...args], {
-    env: { ...process.env, ETCDCTL_API: '3' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const lines: string[] = [];
-  let wake: (() => void) | undefined;
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    lines.push(line);
-    wake?.();
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  return {
-    child,
-    exited,
-    printed: () => [...lines],
-    async nextLine(): Promise<string> {
-      while (lines.length === 0) {
-        if (child.exitCode !== null) throw new Error(`etcdctl exited (${child.exitCode}): ${stderr}`);
-        await Promise.race([new Promise<void>((r) => (wake = r)), exited]);
-      }
-      return lines.shift()!;
-    },
-  };
-}
-
-function pending<T>(p: Promise<T>) {
-  const state = { settled: false, promise: p };
-  p.finally(() => (state.settled = true)).catch(() => undefined);
-  return state;
-}
+const nextEvent = (prefix: string, kind: 'put' | 'delete') => waitNextEvent(app.etcd, prefix, kind);
+const etcdctlChild = (t: { teardown(fn: () => unknown): void }, ...args: string[]) => spawnEtcdctl(t, cluster.endpoints, ...args);
 
 t.test('campaign, proclaim and resign alongside an etcdctl elect candidate and observer', async (t) => {
   let res = await campaign('e1', { value: 'http-1', ttl: 30 });

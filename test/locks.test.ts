@@ -2,12 +2,9 @@
 // line, interoperate with `etcdctl lock` in both directions, and leave nothing
 // behind when they give up. Every wait is on an event (an etcd watch event, a
 // line from etcdctl, an HTTP answer), never on a timer.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { FilterType, type IKeyValue, type IWatchResponse } from 'etcd3';
 import type { FastifyInstance } from 'fastify';
 import t from 'tap';
+import { etcdctlChild as spawnEtcdctl, nextEvent as waitNextEvent, pending } from './helpers/etcd-waits.js';
 import { buildTestApp, listen } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 
@@ -23,73 +20,8 @@ const keysUnder = async (prefix: string) =>
 const leaseAlive = async (hex: string) => (await app.inject({ url: `/v1/leases/${hex}` })).statusCode === 200;
 const hexOf = (decimal: string) => BigInt(decimal).toString(16);
 
-/**
- * Watches `prefix` for the next put (or delete). Resolves once etcd has
- * confirmed the watch, so the action it waits for can start after it without
- * a race, with `event`: the pair of that next put or delete.
- */
-async function nextEvent(prefix: string, kind: 'put' | 'delete'): Promise<{ event: Promise<IKeyValue> }> {
-  const stream = await app.etcd.watch.watch();
-  const end = Buffer.from(prefix);
-  end[end.length - 1]! += 1;
-  let created!: () => void;
-  const ready = new Promise<void>((resolve) => (created = resolve));
-  const event = new Promise<IKeyValue>((resolve, reject) => {
-    stream.on('data', (res: IWatchResponse) => {
-      if (res.created) created();
-      if (res.events[0]) resolve(res.events[0].kv);
-    });
-    stream.on('error', reject);
-  }).finally(() => {
-    stream.on('error', () => undefined);
-    stream.cancel();
-  });
-  stream.write({
-    create_request: { key: Buffer.from(prefix), range_end: end, filters: [kind === 'put' ? FilterType.Nodelete : FilterType.Noput] },
-  });
-  await ready;
-  return { event };
-}
-
-/** `etcdctl <args>` as a child process whose stdout lines can be awaited; killed in teardown. */
-function etcdctlChild(t: { teardown(fn: () => unknown): void }, ...args: string[]) {
-  const child: ChildProcess = spawn('etcdctl', [`--endpoints=${cluster.endpoints.join(',')}`, ...args], {
-    env: { ...process.env, ETCDCTL_API: '3' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const lines: string[] = [];
-  let wake: (() => void) | undefined;
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    lines.push(line);
-    wake?.();
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  return {
-    child,
-    exited,
-    stderr: () => stderr,
-    printed: () => [...lines],
-    async nextLine(): Promise<string> {
-      while (lines.length === 0) {
-        if (child.exitCode !== null) throw new Error(`etcdctl exited (${child.exitCode}): ${stderr}`);
-        await Promise.race([new Promise<void>((r) => (wake = r)), exited]);
-      }
-      return lines.shift()!;
-    },
-  };
-}
-
-/** Tracks whether an inject promise has settled. */
-function pending<T>(p: Promise<T>) {
-  const state = { settled: false, promise: p };
-  p.finally(() => (state.settled = true)).catch(() => undefined);
-  return state;
-}
+const nextEvent = (prefix: string, kind: 'put' | 'delete') => waitNextEvent(app.etcd, prefix, kind);
+const etcdctlChild = (t: { teardown(fn: () => unknown): void }, ...args: string[]) => spawnEtcdctl(t, cluster.endpoints, ...args);
 
 t.test('two HTTP callers contend: the second waits and gets the lock only after the first releases it', async (t) => {
   const first = await lock('contend', '?ttl=30');
