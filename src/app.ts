@@ -133,6 +133,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     issuer: config.AUTH_JWT_ISSUER,
     audience: config.AUTH_JWT_AUDIENCE,
     usernameClaim: config.AUTH_USERNAME_CLAIM,
+    rolesClaim: config.AUTH_ROLES_CLAIM,
     tokenTtlSeconds: config.AUTH_TOKEN_TTL_SECONDS,
     allowRoot: config.AUTH_ALLOW_ROOT,
     minter,

@@ -58,6 +58,12 @@ export const ConfigSchema = Type.Object({
   AUTH_JWT_ISSUER: Type.String({ default: 'etcd-gateway', minLength: 1 }),
   AUTH_JWT_AUDIENCE: Type.String({ default: 'etcd-gateway', minLength: 1 }),
   AUTH_USERNAME_CLAIM: Type.String({ default: 'sub', minLength: 1, description: 'The JWT claim that names the etcd user.' }),
+  AUTH_ROLES_CLAIM: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: 'Off by default. A claim (e.g. roles, groups) listing etcd role names: such callers act as a gateway-managed etcd user holding exactly those roles.',
+    }),
+  ),
   AUTH_TOKEN_TTL_SECONDS: Type.Integer({ default: 3600, minimum: 60, description: 'Lifetime of tokens from POST /v1/auth/token.' }),
   AUTH_ALLOW_ROOT: Type.Boolean({ default: false, description: 'Allow callers whose JWT names the etcd user root.' }),
   ETCD_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'The gateway\'s own etcd user (when etcd auth is on).' })),

@@ -339,3 +339,29 @@ t.test('leases belong to the subject that granted them through the gateway', asy
   t.equal(ttlPut.statusCode, 201);
   t.equal((await app.inject({ method: 'POST', url: `/v1/leases/${ttlPut.json().lease}/keepalive`, headers: as('alice') })).statusCode, 403);
 });
+
+t.test('a roles claim maps onto a gateway-managed etcd user holding exactly those roles', async (t) => {
+  const rolesApp = await buildTestApp(t, cluster.endpoints, {
+    AUTH_JWT_SECRET: SECRET,
+    AUTH_ROLES_CLAIM: 'roles',
+    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
+    ETCD_USERNAME: 'gateway',
+    ETCD_PASSWORD: 'gwpw',
+  });
+  const withRoles = (roles: unknown) => ({ authorization: `Bearer ${hs256(claimsFor('someone-from-the-idp', { roles }))}` });
+  let res = await rolesApp.inject({ url: '/v1/kv//app/x', headers: withRoles(['app-read']) });
+  t.equal(res.statusCode, 200, 'app-read reads');
+  res = await rolesApp.inject({ method: 'PUT', url: '/v1/kv//app/x', payload: 'v', headers: withRoles(['app-read']) });
+  t.equal(res.statusCode, 403, 'app-read does not write');
+  res = await rolesApp.inject({ method: 'PUT', url: '/v1/kv//app/x', payload: 'v', headers: withRoles(['app-rw', 'app-read']) });
+  t.equal(res.statusCode, 200, 'app-rw writes');
+  const users = await root('user', 'list');
+  const managed = users.split('\n').filter((u) => u.startsWith('gw-roles-'));
+  t.equal(managed.length, 2, 'one etcd user per distinct role set');
+  const roleSets = await Promise.all(managed.map(async (u) => (await root('user', 'get', u)).match(/Roles: (.*)/)![1]!.trim()));
+  t.same(roleSets.sort(), ['app-read', 'app-read app-rw'], 'each holding exactly its roles');
+  t.equal((await rolesApp.inject({ url: '/v1/kv//app/x', headers: withRoles(['no-such-role']) })).json().code, 'unknown_role');
+  t.equal((await rolesApp.inject({ url: '/v1/kv//app/x', headers: withRoles(['root']) })).statusCode, 403, 'never root');
+  t.equal((await rolesApp.inject({ url: '/v1/kv//app/x', headers: withRoles('app-read') })).statusCode, 401, 'the claim must be a list');
+  t.equal((await rolesApp.inject({ url: '/v1/kv//app/x', headers: as('alice') })).statusCode, 200, 'tokens without the claim name their user');
+});

@@ -14,10 +14,13 @@ import fp from 'fastify-plugin';
 import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { EtcdTokenMinter } from '../auth/etcd-tokens.js';
+import { RoleUsers } from '../auth/role-users.js';
 import { EtcdScope } from '../etcd/connection.js';
 import { Problem } from '../errors.js';
 
 export interface AuthPluginOptions {
+  /** Claim listing etcd roles (off when unset). */
+  rolesClaim?: string;
   secret?: string;
   publicKeyFile?: string;
   privateKeyFile?: string;
@@ -119,6 +122,7 @@ export default fp<AuthPluginOptions>(
       throw new Error('authentication needs ETCD_TOKEN_SIGNING_KEY_FILE (etcd run with --auth-token jwt) and ETCD_USERNAME/ETCD_PASSWORD');
     }
     const minter = opts.minter;
+    const roleUsers = opts.rolesClaim ? new RoleUsers(app.etcd) : undefined;
     const publicPem = opts.publicKeyFile ? readFileSync(opts.publicKeyFile, 'utf8') : undefined;
     const privatePem = opts.privateKeyFile ? readFileSync(opts.privateKeyFile, 'utf8') : undefined;
     const algorithm = publicPem ? algorithmOf(publicPem) : 'HS256';
@@ -182,7 +186,14 @@ export default fp<AuthPluginOptions>(
         if (usedTickets.has(jti)) throw unauthorized('this ticket was used already', 'ticket_used');
         usedTickets.set(jti, Number(claims.exp));
       }
-      const username = claims[opts.usernameClaim];
+      const roles = opts.rolesClaim ? claims[opts.rolesClaim] : undefined;
+      let username = claims[opts.usernameClaim];
+      if (roles !== undefined) {
+        if (!Array.isArray(roles) || !roles.every((r) => typeof r === 'string' && r !== '')) {
+          throw unauthorized(`the ${opts.rolesClaim} claim must list etcd role names`, 'invalid_token');
+        }
+        username = await roleUsers!.userFor(roles as string[]);
+      }
       if (typeof username !== 'string' || username === '') {
         throw unauthorized(`the token has no ${opts.usernameClaim} claim naming an etcd user`, 'invalid_token');
       }
