@@ -12,6 +12,7 @@ import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
 import authPlugin, { WS_PROTOCOL } from './plugins/auth.js';
 import errorsPlugin from './plugins/errors.js';
 import etcdPlugin from './plugins/etcd.js';
+import metricsPlugin from './plugins/metrics.js';
 import openapiPlugin from './plugins/openapi.js';
 import watchHubPlugin from './plugins/watch-hub.js';
 import clusterRoutes from './routes/cluster.js';
@@ -184,8 +185,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     maxAge: 600,
   });
 
-  // Public scope: health, documentation, token exchange.
+  // Public scope: health, metrics, documentation, token exchange.
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
+  await app.register(metricsPlugin);
   await app.register(tokenRoutes);
 
   // Protected scope: every route registered in here runs the authentication

@@ -347,3 +347,20 @@ t.test('CORS: explicit origins only, etcd headers exposed, preflight without a t
   res = await app.inject({ url: '/v1/kv//cors/k', headers: { origin: 'https://console.example' } });
   t.notOk(res.headers['access-control-allow-origin'], 'no origins by default');
 });
+
+t.test('GET /metrics: requests by route pattern (never by key), watch fan-out, process figures', async (t) => {
+  await put('/metrics/secret-key-name', 'x');
+  const c = await ws();
+  c.send({ type: 'subscribe', id: 'm', key: '/metrics/', prefix: true });
+  await c.next((m) => m.type === 'created');
+  const res = await fetch(`${base}/metrics`);
+  t.equal(res.status, 200);
+  t.match(res.headers.get('content-type'), /^text\/plain/);
+  const text = await res.text();
+  t.match(text, /etcd_gateway_http_requests_total\{method="PUT",route="\/v1\/kv\/\*",status="201"\} \d+/);
+  t.match(text, /etcd_gateway_http_request_duration_seconds_bucket/);
+  t.match(text, /etcd_gateway_etcd_watches [1-9]/);
+  t.match(text, /etcd_gateway_watch_subscribers [1-9]/);
+  t.match(text, /etcd_gateway_process_resident_memory_bytes/);
+  t.notMatch(text, /secret-key-name/, 'keys never become labels');
+});
