@@ -60,7 +60,7 @@ const READ_METHODS = new Set([
   'Cluster.memberList',
   'Maintenance.status',
   'Maintenance.hash',
-  'Maintenance.hashKV',
+  'Maintenance.hashKv',
   'Auth.authenticate',
   'Auth.userGet',
   'Auth.userList',

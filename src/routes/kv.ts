@@ -268,7 +268,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       },
     },
     async (req, reply) => {
-      const { kv, lease } = req.etcd;
+      const { kv } = req.etcd;
       const q = req.query;
       const range = keyRange(req.params['*'], {
         key_encoding: q.key_encoding,

@@ -17,7 +17,7 @@ import {
 } from 'etcd3';
 import { Problem, badRequest } from '../errors.js';
 import { kvToJson, num, type KeyValueJson } from '../kv/codec.js';
-import { keyRange, type KeyRange } from '../kv/range.js';
+import { rangeOf as keyRangeOf, type KeyRange } from '../kv/range.js';
 import {
   MAX_TXN_OPS,
   type TxnCompareJson,
@@ -97,14 +97,7 @@ function rangeOf(operation: string, sel: RangeJson): { key: Buffer; rangeEnd: Bu
   const key = bytesOf(operation, sel, 'key');
   if (key === undefined) throw opProblem(operation, 'key or key_base64 is required');
   const rangeEnd = bytesOf(operation, sel, 'range_end');
-  const range: KeyRange = at(operation, () =>
-    keyRange(key.toString('base64url'), {
-      key_encoding: 'base64url',
-      prefix: sel.prefix,
-      from_key: sel.from_key,
-      range_end: rangeEnd?.toString('base64url'),
-    }),
-  );
+  const range: KeyRange = at(operation, () => keyRangeOf(key, { prefix: sel.prefix, fromKey: sel.from_key, rangeEnd }));
   return { key: range.key, rangeEnd: range.rangeEnd.length > 0 ? range.rangeEnd : undefined };
 }
 
