@@ -63,6 +63,12 @@ export const WEBSOCKET_PATHS: Record<string, unknown> = {
   },
 };
 
+const VALUE_BODY = {
+  required: false,
+  description: 'The value, stored verbatim whatever the Content-Type (an empty body stores an empty value).',
+  content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } }, '*/*': { schema: { type: 'string', format: 'binary' } } },
+};
+
 export default fp(
   async (app) => {
     await app.register(swagger, {
@@ -94,6 +100,7 @@ export default fp(
           { name: 'maintenance', description: 'Compaction, defragmentation, snapshots, alarms, hashkv, move-leader' },
           { name: 'operations', description: 'Health, readiness, documentation' },
           { name: 'auth', description: 'Tokens, tickets, users and roles' },
+          { name: 'v3', description: "etcd's own /v3 JSON protocol (its grpc-gateway), for existing etcd JSON clients" },
         ],
       },
       refResolver: {
@@ -105,8 +112,18 @@ export default fp(
         return { url: out.url, schema: out.schema as never };
       },
       transformObject: (documentObject) => {
-        const doc = (documentObject as { openapiObject: { paths?: Record<string, unknown> } }).openapiObject;
-        doc.paths = { ...doc.paths, ...WEBSOCKET_PATHS };
+        type Paths = Record<string, Record<string, { requestBody?: unknown }>>;
+        const doc = (documentObject as { openapiObject: { paths?: Paths } }).openapiObject;
+        const paths: Paths = { ...(doc.paths ?? {}), ...(WEBSOCKET_PATHS as Paths) };
+        doc.paths = paths;
+        // Request bodies @fastify/swagger cannot describe from a schema: a
+        // value is any bytes, and options bodies may be left out.
+        const put = paths['/v1/kv/{key}']?.put;
+        if (put) put.requestBody = VALUE_BODY;
+        for (const path of ['/v1/locks/{name}', '/v1/leases/{id}/keepalive']) {
+          const post = paths[path]?.post as { requestBody?: { required?: boolean } } | undefined;
+          if (post?.requestBody) post.requestBody.required = false;
+        }
         return doc as never;
       },
     });
