@@ -230,7 +230,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       probeTimeoutMs,
       longTimeoutMs: Math.max(config.REQUEST_TIMEOUT_MS, 120_000),
     });
-    await api.register(v3Routes, { bodyLimit: config.BODY_LIMIT, maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES });
+    await api.register(v3Routes, { bodyLimit: config.BODY_LIMIT, maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES, timeoutMs: config.REQUEST_TIMEOUT_MS });
   });
   return app;
 }

@@ -159,6 +159,8 @@ t.test('bad tokens are 401 with WWW-Authenticate', async (t) => {
     t.match(res.headers['www-authenticate'], /^Bearer/, `${name}: WWW-Authenticate`);
     t.equal(res.headers['content-type'], 'application/problem+json; charset=utf-8');
   }
+  t.equal((await app.inject({ url: '/v1/kv//app/x', headers: { authorization: tokenFor('alice') } })).statusCode, 200, 'a bare token, as etcd clients send it');
+  t.equal((await app.inject({ url: '/v1/kv//app/x', headers: { authorization: `Basic ${b64('alice:pw')}` } })).statusCode, 401, 'Basic is not a token');
   const rootRes = await app.inject({ url: '/v1/kv//app/x', headers: as('root') });
   t.equal(rootRes.statusCode, 403, 'a token naming root is refused');
   t.equal(rootRes.json().code, 'root_not_allowed');

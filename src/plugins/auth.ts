@@ -80,8 +80,9 @@ function algorithmOf(pem: string): string {
 function tokenFrom(req: FastifyRequest): { token: string; ticket: boolean } | undefined {
   const header = req.headers.authorization;
   if (header) {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!m) throw unauthorized('Authorization must be "Bearer <token>"');
+    // "Bearer <token>", or the bare "<token>" etcd's own clients send.
+    const m = /^(?:Bearer\s+)?(\S+)\s*$/i.exec(header);
+    if (!m) throw unauthorized('Authorization must be "Bearer <token>" (or the token alone, as etcd clients send it)');
     return { token: m[1]!, ticket: false };
   }
   const protocols = req.headers['sec-websocket-protocol'];
