@@ -12,7 +12,7 @@ status=${PIPESTATUS[0]}
 
 # tap's summary reads `# { total: N, pass: P, fail: F }`; restate it as the
 # plain closing line CI systems look for.
-summary=$(grep -E '^# \{ total: [0-9]+' "$log" | tail -n 1)
+summary=$(grep -a -E '^# \{ total: [0-9]+' "$log" | tail -n 1)
 if [ -n "$summary" ]; then
   pass=$(sed -E 's/.*pass: ([0-9]+).*/\1/' <<<"$summary")
   fail=$(grep -oE 'fail: [0-9]+' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
