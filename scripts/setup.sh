@@ -12,6 +12,7 @@ packages=()
 command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-server etcd-client)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+  command -v ss >/dev/null 2>&1 || packages+=(iproute2)
   # A real etcd JSON-gateway client for the /v3 compatibility tests.
   /usr/bin/python3 -c 'import etcd3gw' >/dev/null 2>&1 || packages+=(python3-etcd3gw)
 fi

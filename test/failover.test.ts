@@ -1,8 +1,11 @@
 // What clients see when etcd members fail underneath the gateway.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { buildTestApp } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 
+const exec = promisify(execFile);
 const cluster = await startCluster(t);
 const app = await buildTestApp(t, cluster.endpoints, { REQUEST_TIMEOUT_MS: 3000 });
 
@@ -70,11 +73,20 @@ t.test('a write in flight when its member dies is reported as unknown, never res
   const fresh = await buildTestApp(t, endpoints, { REQUEST_TIMEOUT_MS: 4000 });
   t.equal((await fresh.inject({ url: '/v1/kv//inflight/warm-up' })).statusCode, 404);
   process.kill(cluster.members[target]!.pid, 'SIGSTOP');
+  // Bytes the frozen member has received but not read: the write is on the wire.
+  const port = new URL(cluster.endpoints[target]!).port;
+  const unread = async () => {
+    const { stdout } = await exec('ss', ['-Htn', 'state', 'established', 'sport', '=', `:${port}`]);
+    return stdout.split('\n').some((line) => Number(line.trim().split(/\s+/)[0]) > 0);
+  };
+  const before = await unread();
+  t.notOk(before, 'nothing pending before the write');
   const started = Date.now();
   const pending = fresh.inject({ method: 'PUT', url: '/v1/kv//inflight/k', payload: 'once' });
-  // The write goes out on the established connection at once; the frozen
-  // peer's kernel buffers it. There is no event for that, so allow a moment.
-  await new Promise((r) => setTimeout(r, 200));
+  for (let i = 0; !(await unread()); i++) {
+    if (i > 200) throw new Error('the write never reached the frozen member');
+    await new Promise((r) => setTimeout(r, 10));
+  }
   await cluster.stopMember(target);
   const res = await pending;
   t.equal(res.statusCode, 504, `outcome unknown: ${res.body}`);
