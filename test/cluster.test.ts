@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LightMyRequestResponse } from 'fastify';
 import t from 'tap';
+import { freeze } from './helpers/etcd-waits.js';
 import { spawnEtcd } from '../src/etcd/process.js';
 import { buildTestApp } from './helpers/app.js';
 import { freePort, startCluster } from './helpers/cluster.js';
@@ -269,7 +270,7 @@ t.test('with one member frozen or stopped, status and health answer within their
   const i = (await status()).findIndex((e) => e.reachable && !e.is_leader);
   const pid = cluster.members[i]!.pid;
   const endpoint = cluster.endpoints[i]!;
-  process.kill(pid, 'SIGSTOP');
+  await freeze(pid);
   t.teardown(() => {
     try {
       process.kill(pid, 'SIGCONT');
@@ -283,6 +284,11 @@ t.test('with one member frozen or stopped, status and health answer within their
   let took = Date.now() - started;
   t.ok(took < PROBE_MS + 1000, `status answered in ${took} ms with a frozen member`);
   let dead = report.find((e) => e.endpoint === endpoint)!;
+  if (dead.reachable) {
+    // Should not happen: say which process answers on the frozen member's port.
+    const { execSync } = await import('node:child_process');
+    t.comment(execSync(`ss -Htlnp | grep ':${new URL(endpoint).port} ' || true; ps -o pid,stat,args -p ${pid} || true`).toString());
+  }
   t.match(dead, { reachable: false, error: /deadline/i });
   t.ok(dead.took_ms >= PROBE_MS - 50, 'the frozen member was given the whole probe deadline');
   t.equal(report.filter((e) => e.reachable).length, 2);
@@ -318,7 +324,7 @@ t.test('a move-leader to a frozen member runs out of time with its outcome unkno
   const before = await status();
   const target = before.find((e) => e.reachable && !e.is_leader)!;
   const pid = cluster.members[cluster.endpoints.indexOf(target.endpoint)]!.pid;
-  process.kill(pid, 'SIGSTOP');
+  await freeze(pid);
   t.teardown(() => {
     try {
       process.kill(pid, 'SIGCONT');

@@ -2,6 +2,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import t from 'tap';
+import { freeze } from './helpers/etcd-waits.js';
 import { buildTestApp } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 
@@ -72,7 +73,7 @@ t.test('a write in flight when its member dies is reported as unknown, never res
   const endpoints = [cluster.endpoints[target]!, ...cluster.endpoints.filter((_, i) => i !== target)];
   const fresh = await buildTestApp(t, endpoints, { REQUEST_TIMEOUT_MS: 4000 });
   t.equal((await fresh.inject({ url: '/v1/kv//inflight/warm-up' })).statusCode, 404);
-  process.kill(cluster.members[target]!.pid, 'SIGSTOP');
+  await freeze(cluster.members[target]!.pid);
   // Bytes the frozen member has received but not read: the write is on the wire.
   const port = new URL(cluster.endpoints[target]!).port;
   const unread = async () => {

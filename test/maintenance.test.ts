@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AlarmAction, AlarmType } from 'etcd3';
 import t from 'tap';
+import { freeze } from './helpers/etcd-waits.js';
 import { buildTestApp, listen } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 
@@ -188,7 +189,7 @@ t.test('a frozen member that never starts sending a snapshot answers 504 within 
   // Connect to every member first, so the request is sent to the frozen one rather than refused.
   t.equal((await quick.inject({ url: '/v1/cluster/status' })).statusCode, 200);
   const pid = cluster.members[i]!.pid;
-  process.kill(pid, 'SIGSTOP');
+  await freeze(pid);
   t.teardown(() => {
     try {
       process.kill(pid, 'SIGCONT');

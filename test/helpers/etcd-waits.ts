@@ -74,3 +74,20 @@ export function pending<T>(p: Promise<T>) {
   return state;
 }
 
+
+/**
+ * Freezes a process with SIGSTOP and resolves once the kernel reports it
+ * stopped (state T in /proc/<pid>/stat), so a test never probes a member that
+ * has not actually stopped yet.
+ */
+export async function freeze(pid: number): Promise<void> {
+  const { readFile } = await import('node:fs/promises');
+  process.kill(pid, 'SIGSTOP');
+  for (let i = 0; ; i++) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // The state follows the command name, which is in parentheses.
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
+    if (i > 500) throw new Error(`process ${pid} did not stop: ${stat}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
