@@ -220,14 +220,16 @@ const clusterRoutes: FastifyPluginAsyncTypebox<ClusterRoutesOptions> = async (ap
       // A member without a leader answers "no leader" at once instead of
       // holding the read until the deadline.
       const leaderRequired: EtcdCallOptions & { requireLeader: boolean } = { ...probe(), requireLeader: true };
+      // Each endpoint is asked for the alarm list itself, as etcdctl does: a
+      // list fetched from whichever member the connection picks would let one
+      // frozen member make every endpoint look unhealthy.
       const [reads, alarms] = await Promise.all([
         req.etcd.execOnEach<IRangeResponse>('KV', 'range', { key: Buffer.from('health') }, leaderRequired),
-        req.etcd.maintenance.alarm({ action: AlarmAction.Get, memberID: 0, alarm: AlarmType.None }, probe()).catch(() => undefined),
+        req.etcd.execOnEach<IAlarmResponse>('Maintenance', 'alarm', { action: AlarmAction.Get, memberID: 0, alarm: AlarmType.None }, probe()),
       ]);
       reply.etcdHeaders(reads.find((r) => r.result)?.result?.header);
-      const alarmError = alarmVerdict(alarms);
-      const endpoints = reads.map(({ endpoint, tookMs, result, error }) => {
-        const why = result ? alarmError : probeError(error);
+      const endpoints = reads.map(({ endpoint, tookMs, result, error }, i) => {
+        const why = result ? alarmVerdict(alarms[i]!.result) : probeError(error);
         return { endpoint, took_ms: tookMs, healthy: why === undefined, ...(why === undefined ? {} : { error: why }) };
       });
       return { healthy: endpoints.every((e) => e.healthy), endpoints };
