@@ -270,14 +270,7 @@ t.test('with one member frozen or stopped, status and health answer within their
   const i = (await status()).findIndex((e) => e.reachable && !e.is_leader);
   const pid = cluster.members[i]!.pid;
   const endpoint = cluster.endpoints[i]!;
-  await freeze(pid);
-  t.teardown(() => {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // already gone
-    }
-  });
+  await freeze(pid, t);
 
   let started = Date.now();
   let report = await status();
@@ -324,14 +317,7 @@ t.test('a move-leader to a frozen member runs out of time with its outcome unkno
   const before = await status();
   const target = before.find((e) => e.reachable && !e.is_leader)!;
   const pid = cluster.members[cluster.endpoints.indexOf(target.endpoint)]!.pid;
-  await freeze(pid);
-  t.teardown(() => {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // already gone
-    }
-  });
+  await freeze(pid, t);
   const started = Date.now();
   const res = await quick.inject({ method: 'POST', url: '/v1/maintenance/move-leader', payload: { to: target.id } });
   const took = Date.now() - started;

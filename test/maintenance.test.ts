@@ -189,14 +189,7 @@ t.test('a frozen member that never starts sending a snapshot answers 504 within 
   // Connect to every member first, so the request is sent to the frozen one rather than refused.
   t.equal((await quick.inject({ url: '/v1/cluster/status' })).statusCode, 200);
   const pid = cluster.members[i]!.pid;
-  await freeze(pid);
-  t.teardown(() => {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // already gone
-    }
-  });
+  await freeze(pid, t);
   const started = Date.now();
   const res = await quick.inject({ url: `/v1/maintenance/snapshot?endpoint=${endpoint}` });
   const took = Date.now() - started;

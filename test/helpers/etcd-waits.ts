@@ -78,11 +78,18 @@ export function pending<T>(p: Promise<T>) {
 /**
  * Freezes a process with SIGSTOP and resolves once the kernel reports it
  * stopped (state T in /proc/<pid>/stat), so a test never probes a member that
- * has not actually stopped yet.
+ * has not actually stopped yet. With `t`, the process is thawed in teardown.
  */
-export async function freeze(pid: number): Promise<void> {
+export async function freeze(pid: number, t?: { teardown(fn: () => unknown): void }): Promise<void> {
   const { readFile } = await import('node:fs/promises');
   process.kill(pid, 'SIGSTOP');
+  t?.teardown(() => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  });
   for (let i = 0; ; i++) {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
     // The state follows the command name, which is in parentheses.
