@@ -6,9 +6,8 @@ import { Type } from 'typebox';
 import { campaign, electionPrefix, leader, proclaim, resign, type Leader } from '../concurrency/election.js';
 import { GrantedLeases } from '../concurrency/session.js';
 import { Waits } from '../concurrency/wait.js';
-import type { IKeyValue } from 'etcd3';
 import { badRequest, Problem } from '../errors.js';
-import { leaseHex, num } from '../kv/codec.js';
+import type { KeyValueJson } from '../kv/codec.js';
 import { rangeOf } from '../kv/range.js';
 import type { WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
@@ -30,18 +29,6 @@ export interface ElectionRoutesOptions {
 function candidateKey(name: string, term: { key?: string; lease?: string }): string {
   if ((term.key === undefined) === (term.lease === undefined)) throw badRequest('give the candidate key or its lease (one of them)', 'invalid_candidate');
   return term.key ?? electionPrefix(name) + BigInt(`0x${term.lease}`).toString(16);
-}
-
-/** Back from the watch JSON to the pair, for the leader computation. */
-function jsonToKv(kv: WatchEventJson['kv']): IKeyValue {
-  return {
-    key: kv.key !== undefined ? Buffer.from(kv.key) : Buffer.from(kv.key_base64!, 'base64'),
-    value: kv.value !== undefined ? Buffer.from(kv.value) : Buffer.from(kv.value_base64 ?? '', 'base64'),
-    create_revision: String(kv.create_revision),
-    mod_revision: String(kv.mod_revision),
-    version: String(kv.version),
-    lease: kv.lease ? BigInt(`0x${kv.lease}`).toString() : '0',
-  };
 }
 
 function leaderJson(name: string, l: Leader) {
@@ -124,7 +111,7 @@ const electionRoutes: FastifyPluginAsyncTypebox<ElectionRoutesOptions> = async (
     async (req, reply) => {
       const name = req.params.name;
       const range = rangeOf(Buffer.from(electionPrefix(name)), { prefix: true });
-      const candidates = new Map<string, IKeyValue>();
+      const candidates = new Map<string, KeyValueJson>();
       let shown: string | undefined;
       const sse = new SseStream(req, reply, {
         heartbeatMs: opts.heartbeatMs,
@@ -135,20 +122,20 @@ const electionRoutes: FastifyPluginAsyncTypebox<ElectionRoutesOptions> = async (
       // The leader is the candidate with the lowest create revision; say so
       // whenever that candidate or its value changes.
       const announce = (revision: number) => {
-        let lead: IKeyValue | undefined;
-        for (const kv of candidates.values()) if (!lead || num(kv.create_revision) < num(lead.create_revision)) lead = kv;
-        const now = lead ? `${lead.key.toString('base64')}:${lead.value.toString('base64')}` : '';
+        let lead: KeyValueJson | undefined;
+        for (const kv of candidates.values()) if (!lead || kv.create_revision < lead.create_revision) lead = kv;
+        const now = lead ? JSON.stringify([lead.key, lead.key_base64, lead.value, lead.value_base64]) : '';
         if (now === shown) return;
         shown = now;
         if (!lead) return sse.send(JSON.stringify({ name, revision }), { event: 'no_leader', id: revision });
-        const current: Leader = { key: lead.key.toString('utf8'), value: lead.value, lease: leaseHex(lead.lease), revision: num(lead.create_revision), header: {} as never };
-        sse.send(JSON.stringify(leaderJson(name, current)), { event: 'leader', id: revision });
+        const value = lead.value !== undefined ? { value: lead.value } : { value_base64: lead.value_base64 ?? '' };
+        sse.send(JSON.stringify({ name, key: lead.key ?? lead.key_base64, ...value, lease: lead.lease, revision: lead.create_revision }), { event: 'leader', id: revision });
       };
       const apply = (events: WatchEventJson[]) => {
         for (const e of events) {
-          const key = e.kv.key ?? Buffer.from(e.kv.key_base64!, 'base64').toString('utf8');
+          const key = e.kv.key ?? e.kv.key_base64!;
           if (e.type === 'delete') candidates.delete(key);
-          else candidates.set(key, jsonToKv(e.kv));
+          else candidates.set(key, e.kv);
         }
       };
       let failed: WatchError | undefined;

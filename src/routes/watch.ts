@@ -12,7 +12,7 @@ import { keepAliveOnce, leaseIdToEtcd } from '../txn/lease.js';
 import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
-import { SseStream } from '../watch/sse.js';
+import { SseStream, watchErrorMessage } from '../watch/sse.js';
 
 export interface WatchRoutesOptions {
   maxSubscriptions: number;
@@ -47,9 +47,6 @@ function checkOrigin(req: FastifyRequest, allowed: string[]): void {
   throw new Problem(403, 'origin_not_allowed', `websocket from origin ${origin} is not allowed (CORS_ORIGINS)`);
 }
 
-function errorMessage(err: WatchError, id?: string): Record<string, unknown> {
-  return { type: 'error', ...(id === undefined ? {} : { id }), status: err.status, code: err.code, message: err.message, ...(err.compact_revision ? { compact_revision: err.compact_revision } : {}) };
-}
 
 function problemToWatchError(err: unknown): WatchError {
   const p = toProblem(err);
@@ -88,7 +85,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         if (!s) return;
         subs.delete(id);
         s.close?.();
-        send(errorMessage(err, id));
+        send(watchErrorMessage(err, id));
       };
       const entry = {
         shutdown: () => {
@@ -142,9 +139,9 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
       };
 
       const subscribe = async (m: WatchSubscribe) => {
-        if (subs.has(m.id)) return void send(errorMessage({ status: 409, code: 'duplicate_id', message: `subscription ${m.id} exists on this socket` }, m.id));
+        if (subs.has(m.id)) return void send(watchErrorMessage({ status: 409, code: 'duplicate_id', message: `subscription ${m.id} exists on this socket` }, m.id));
         if (subs.size >= opts.maxSubscriptions) {
-          return void send(errorMessage({ status: 429, code: 'too_many_subscriptions', message: `at most ${opts.maxSubscriptions} subscriptions per socket (WATCH_MAX_SUBSCRIPTIONS)` }, m.id));
+          return void send(watchErrorMessage({ status: 429, code: 'too_many_subscriptions', message: `at most ${opts.maxSubscriptions} subscriptions per socket (WATCH_MAX_SUBSCRIPTIONS)` }, m.id));
         }
         const state: SubState = { resume: undefined, close: undefined };
         subs.set(m.id, state);
@@ -165,7 +162,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
           },
           error: (err) => {
             subs.delete(m.id);
-            send(errorMessage(err, m.id));
+            send(watchErrorMessage(err, m.id));
           },
         };
         try {
@@ -187,7 +184,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
           else state.close = close;
         } catch (err) {
           subs.delete(m.id);
-          send(errorMessage(problemToWatchError(err), m.id));
+          send(watchErrorMessage(problemToWatchError(err), m.id));
         }
       };
 
@@ -202,12 +199,12 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         }
         if (!checkClientMessage.Check(msg)) {
           const first = msg === undefined ? undefined : [...checkClientMessage.Errors(msg)][0];
-          return void send(errorMessage({ status: 400, code: 'invalid_message', message: first ? `${first.instancePath || '/'} ${first.message}` : 'messages are JSON text' }, typeof (msg as { id?: unknown })?.id === 'string' ? (msg as { id: string }).id : undefined));
+          return void send(watchErrorMessage({ status: 400, code: 'invalid_message', message: first ? `${first.instancePath || '/'} ${first.message}` : 'messages are JSON text' }, typeof (msg as { id?: unknown })?.id === 'string' ? (msg as { id: string }).id : undefined));
         }
         if (msg.type === 'subscribe') return void subscribe(msg);
         if (msg.type === 'unsubscribe') {
           const s = subs.get(msg.id);
-          if (!s) return void send(errorMessage({ status: 404, code: 'unknown_subscription', message: `no subscription ${msg.id}` }, msg.id));
+          if (!s) return void send(watchErrorMessage({ status: 404, code: 'unknown_subscription', message: `no subscription ${msg.id}` }, msg.id));
           subs.delete(msg.id);
           s.close?.();
           return void send({ type: 'canceled', id: msg.id });
@@ -215,7 +212,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         Promise.resolve(leaseOwnerGuard(app.etcd, req)?.check(leaseIdToEtcd(msg.lease)))
           .then(() => keepAliveOnce(req.etcd.lease, msg.lease, opts.requestTimeoutMs))
           .then((res) => send({ type: 'keepalive', lease: leaseHex(res.ID) ?? msg.lease, ttl: num(res.TTL) }))
-          .catch((err) => send({ ...errorMessage(problemToWatchError(err)), lease: msg.lease }));
+          .catch((err) => send({ ...watchErrorMessage(problemToWatchError(err)), lease: msg.lease }));
       });
       socket.on('close', teardown);
       socket.on('error', (err) => req.log.debug({ err }, 'websocket error'));

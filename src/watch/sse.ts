@@ -18,8 +18,16 @@ export interface SseOptions {
   recheck?: () => Promise<void>;
 }
 
-export function watchErrorJson(err: WatchError): string {
-  return JSON.stringify({ type: 'error', status: err.status, code: err.code, message: err.message, ...(err.compact_revision ? { compact_revision: err.compact_revision } : {}) });
+/** The `error` message of the watch protocols (websocket and SSE); `id` names the subscription that ended. */
+export function watchErrorMessage(err: WatchError, id?: string): Record<string, unknown> {
+  return {
+    type: 'error',
+    ...(id === undefined ? {} : { id }),
+    status: err.status,
+    code: err.code,
+    message: err.message,
+    ...(err.compact_revision ? { compact_revision: err.compact_revision } : {}),
+  };
 }
 
 export class SseStream {
@@ -64,7 +72,7 @@ export class SseStream {
 
   /** Sends an `error` event and ends the stream. */
   fail(err: WatchError): void {
-    this.write(`event: error\ndata: ${watchErrorJson(err)}\n\n`);
+    this.write(`event: error\ndata: ${JSON.stringify(watchErrorMessage(err))}\n\n`);
     this.end();
   }
 
