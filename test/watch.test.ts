@@ -364,3 +364,38 @@ t.test('GET /metrics: requests by route pattern (never by key), watch fan-out, p
   t.match(text, /etcd_gateway_process_resident_memory_bytes/);
   t.notMatch(text, /secret-key-name/, 'keys never become labels');
 });
+
+t.test('progress_notify: progress messages reach the store revision, and never overtake an event', async (t) => {
+  // A second app on the same cluster with progress requests every 100 ms.
+  const fast = await buildTestApp(t, cluster.endpoints, { WATCH_HEARTBEAT_MS: 100 });
+  const fastWs = `${(await listen(fast)).replace('http', 'ws')}/v1/watch`;
+  const p = await WsClient.connect(fastWs);
+  t.teardown(() => p.close());
+  p.send({ type: 'subscribe', id: 'p', key: '/quiet/', prefix: true, progress_notify: true });
+  await p.next((m) => m.type === 'created');
+  const elsewhere = await put('/noisy/x', '1');
+  const progress = await p.next((m) => m.type === 'progress' && m.revision >= elsewhere, 'progress past a write elsewhere');
+  t.ok(progress.revision >= elsewhere, 'a quiet range still learns the store revision');
+
+  // etcd 3.4 answers progress requests at once with its current revision,
+  // even while a watch created at an old revision is still being caught up:
+  // taking that answer for the catching-up watch would skip its history.
+  for (let round = 0; round < 6; round++) {
+    const revs: number[] = [];
+    for (let i = 0; i < 20; i++) revs.push(await put(`/catchup${round}/k${i}`, 'v'));
+    const c = await WsClient.connect(fastWs);
+    t.teardown(() => c.close());
+    c.send({ type: 'subscribe', id: 'c', key: `/catchup${round}/`, prefix: true, start_revision: revs[0], progress_notify: true });
+    await c.next((m) => m.type === 'created');
+    const last = await put(`/catchup${round}/end`, 'v');
+    await c.next((m) => m.type === 'events' && m.revision === last, `round ${round}: the last event`);
+    t.same(c.of('c', 'events').map((m) => m.revision), [...revs, last], `round ${round}: the whole history, once`);
+    // No progress message ever claimed a revision whose event came later.
+    let seen = 0;
+    for (const m of c.inbox.items) {
+      if (m.type === 'events') t.ok(m.revision > seen, `round ${round}: event ${m.revision} after progress ${seen}`);
+      if (m.type === 'progress' || m.type === 'events') seen = Math.max(seen, m.revision);
+    }
+    c.close();
+  }
+});

@@ -12,12 +12,25 @@
 // subscriber asking for a start revision the buffer covers is replayed from it
 // and joins the shared watch; an older start gets a dedicated etcd watch of
 // its own, so it never holds back or disturbs the others.
+//
+// Progress: etcd 3.4 answers a progress request on the stream at once with
+// its current revision, through a different queue than the events (etcd
+// issue 15220, fixed after 3.4.23): the answer can overtake events at or
+// below its revision, and it speaks for no watch still catching up from an
+// old start revision. Taking it as "every watch is past R" loses those
+// events. So a stream-wide answer moves only upstreams etcd has in its
+// synced set, and only once it has settled: a later answer arrived at
+// least PROGRESS_SETTLE_MS after it. etcd's per-watch progress answers (sent
+// in order with that watch's events, only when it is synced) count at once.
 import type { IDuplexStream, IWatchRequest, IWatchResponse } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import type { EtcdScope } from '../etcd/connection.js';
 import { fromEtcdError } from '../errors.js';
 import { num } from '../kv/codec.js';
 import { filterBatch, groupByRevision, type EventBatch, type EventFilters } from './events.js';
+
+/** How old a stream-wide progress answer must be before it counts (see the top of the file). */
+export const PROGRESS_SETTLE_MS = 1000;
 
 export interface WatchRange {
   key: Buffer;
@@ -105,6 +118,14 @@ class Upstream {
   bufferFrom: number | undefined;
   /** A refused create was retried once on a stream with a fresh token. */
   authRetried = false;
+  /** The start revision of the last create sent to etcd (0: from now). */
+  requestedStart = 0;
+  /**
+   * etcd has this watch in its synced set: it gets each event as it happens.
+   * A watch created at an old revision is caught up by etcd in the
+   * background; until it has seen the current revision it is not.
+   */
+  synced = false;
 
   constructor(
     readonly watchId: number,
@@ -134,6 +155,9 @@ export class WatchHub {
   private closed = false;
   /** The newest store revision etcd has reported on the watch stream. */
   private storeRevision = 0;
+  /** Stream-wide progress answers waiting to settle (oldest first). */
+  private progressAnswers: { revision: number; at: number }[] = [];
+  private lastProgressRequest = 0;
   private readonly progressTimer: NodeJS.Timeout;
 
   constructor(
@@ -219,12 +243,14 @@ export class WatchHub {
 
   private sendCreate(up: Upstream): void {
     up.created = false;
+    up.synced = false;
+    // Resume exactly where this upstream stopped; a new one starts where asked or now.
+    up.requestedStart = up.nextRev ?? up.startRev ?? 0;
     this.stream!.write({
       create_request: {
         key: up.range.key,
         range_end: up.range.rangeEnd,
-        // Resume exactly where this upstream stopped; a new one starts where asked or now.
-        start_revision: up.nextRev ?? up.startRev ?? 0,
+        start_revision: up.requestedStart,
         prev_kv: up.prevKv,
         progress_notify: true,
         watch_id: up.watchId,
@@ -261,6 +287,8 @@ export class WatchHub {
   private onBroken(stream: IDuplexStream<IWatchRequest, IWatchResponse>, err: Error): void {
     if (this.stream !== stream) return;
     this.stream = undefined;
+    // Answers from another stream say nothing about the next one.
+    this.progressAnswers = [];
     (stream as unknown as NodeJS.EventEmitter).removeAllListeners('data');
     // A stream that errored may still have a pending 'error' for the write side.
     stream.on('error', () => undefined);
@@ -285,8 +313,7 @@ export class WatchHub {
     const revision = num(res.header?.revision);
     if (revision > this.storeRevision) this.storeRevision = revision;
     if (watchId === -1 && !res.created && !res.canceled) {
-      // Answer to a progress request: every watcher on the stream is synced to `revision`.
-      for (const up of this.byId.values()) if (up.created) this.progress(up, revision);
+      this.onProgressAnswer(revision);
       return;
     }
     // etcd 3.4 answers a refused create (permission) with watch_id -1: it is
@@ -302,6 +329,9 @@ export class WatchHub {
       return;
     }
     if (res.events.length === 0) {
+      // etcd's own progress notification for this watch: sent in order with
+      // its events, and only while it is synced.
+      up.synced = true;
       this.progress(up, revision);
       return;
     }
@@ -311,10 +341,28 @@ export class WatchHub {
       this.remember(up, batch);
       for (const sub of up.subs) sub.offer(batch);
     }
+    // Events up to the response's revision (the current one when etcd sent
+    // it): a watch catching up has caught up.
+    if (num(res.events[res.events.length - 1]!.kv!.mod_revision) >= revision) up.synced = true;
+  }
+
+  /** A stream-wide progress answer: settle the older ones, keep this one for later. */
+  private onProgressAnswer(revision: number): void {
+    const now = Date.now();
+    let settled: number | undefined;
+    while (this.progressAnswers.length > 0 && now - this.progressAnswers[0]!.at >= PROGRESS_SETTLE_MS) {
+      settled = this.progressAnswers.shift()!.revision;
+    }
+    if (settled !== undefined) for (const up of this.byId.values()) if (up.created && up.synced) this.progress(up, settled);
+    // Answers closer together than this add nothing the older one will not settle.
+    const newest = this.progressAnswers[this.progressAnswers.length - 1];
+    if (!newest || now - newest.at >= PROGRESS_SETTLE_MS / 4) this.progressAnswers.push({ revision, at: now });
   }
 
   private onCreated(up: Upstream, headerRevision: number): void {
     up.created = true;
+    // etcd's rule: a watch from now, or from a revision still to come, starts synced.
+    up.synced = up.requestedStart === 0 || up.requestedStart > headerRevision;
     if (up.nextRev === undefined) {
       // etcd starts a watch without start revision right after the current one.
       up.nextRev = up.startRev && up.startRev > 0 ? up.startRev : headerRevision + 1;
@@ -386,11 +434,23 @@ export class WatchHub {
     for (const up of this.byId.values()) {
       for (const sub of up.subs) {
         if (sub.opts.progressNotify) {
-          this.stream.write({ progress_request: {} });
+          this.requestProgressNow();
           return;
         }
       }
     }
+  }
+
+  /**
+   * Asks etcd for a progress answer now (at most a few per settle period):
+   * for a caller waiting until its subscriptions have progressed (the /v3
+   * watch's progress_request), which needs answers PROGRESS_SETTLE_MS apart.
+   */
+  requestProgressNow(): void {
+    const now = Date.now();
+    if (!this.stream || now - this.lastProgressRequest < PROGRESS_SETTLE_MS / 4) return;
+    this.lastProgressRequest = now;
+    this.stream.write({ progress_request: {} });
   }
 
   /**
