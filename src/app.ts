@@ -9,7 +9,7 @@ import type { Config } from './config.js';
 import { loggerOptions, type LoggingOptions } from './logging.js';
 import { EtcdTokenMinter, passwordScope } from './auth/etcd-tokens.js';
 import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
-import authPlugin, { WS_PROTOCOL } from './plugins/auth.js';
+import authPlugin, { WS_ETCD_BEARER, WS_PROTOCOL } from './plugins/auth.js';
 import errorsPlugin from './plugins/errors.js';
 import etcdPlugin from './plugins/etcd.js';
 import metricsPlugin from './plugins/metrics.js';
@@ -19,13 +19,13 @@ import clusterRoutes from './routes/cluster.js';
 import electionRoutes from './routes/elections.js';
 import healthRoutes from './routes/health.js';
 import adminRoutes from './routes/admin.js';
-import { ticketRoutes, tokenRoutes } from './routes/auth.js';
+import { MIN_EXCHANGE_MS, ticketRoutes, tokenRoutes } from './routes/auth.js';
 import kvRoutes from './routes/kv.js';
 import leaseRoutes from './routes/leases.js';
 import lockRoutes from './routes/locks.js';
 import maintenanceRoutes from './routes/maintenance.js';
 import txnRoutes from './routes/txn.js';
-import v3Routes from './routes/v3.js';
+import v3Routes, { v3PublicRoutes } from './routes/v3.js';
 import watchRoutes from './routes/watch.js';
 import { ClusterHealthSchema, ClusterStatusSchema, EndpointStatusSchema, MemberAddedSchema, MemberListSchema, MemberSchema } from './schemas/cluster.js';
 import { AdminDoneSchema, NameListSchema, PermissionSchema, RoleSchema, UserSchema } from './schemas/admin.js';
@@ -148,8 +148,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     options: {
       maxPayload: config.WATCH_MAX_MESSAGE_BYTES,
       // Browsers send the token as a subprotocol beside ours; the answer names
-      // ours only, so the token is never echoed back.
-      handleProtocols: (protocols: Set<string>) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : false),
+      // ours only, so the token is never echoed back. etcd's websocket proxy
+      // takes "Bearer, <token>" and answers "Bearer": /v3 clients get that.
+      handleProtocols: (protocols: Set<string>) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : protocols.has(WS_ETCD_BEARER) ? WS_ETCD_BEARER : false),
     },
     // Replaces the plugin's default, which closes sockets without a word:
     // every watch client first learns where to resume.
@@ -189,6 +190,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
   await app.register(metricsPlugin);
   await app.register(tokenRoutes);
+  await app.register(v3PublicRoutes, { bodyLimit: config.BODY_LIMIT, minExchangeMs: MIN_EXCHANGE_MS });
 
   // Protected scope: every route registered in here runs the authentication
   // hook (when authentication is on) and calls etcd as its caller.
@@ -230,7 +232,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       probeTimeoutMs,
       longTimeoutMs: Math.max(config.REQUEST_TIMEOUT_MS, 120_000),
     });
-    await api.register(v3Routes, { bodyLimit: config.BODY_LIMIT, maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES, timeoutMs: config.REQUEST_TIMEOUT_MS });
+    await api.register(v3Routes, {
+      bodyLimit: config.BODY_LIMIT,
+      maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES,
+      timeoutMs: config.REQUEST_TIMEOUT_MS,
+      listMaxKeys: config.LIST_MAX_KEYS,
+      corsOrigins,
+    });
   });
   return app;
 }

@@ -5,6 +5,7 @@
 // gateway on a member's client URL where the shapes must match.
 import { status as GrpcStatus, Metadata } from '@grpc/grpc-js';
 import { connect } from 'node:net';
+import { WebSocket } from 'ws';
 import t from 'tap';
 const tap = t;
 import { v3ErrorOf } from '../src/routes/v3.js';
@@ -329,6 +330,8 @@ interface RawStream {
   close(): void;
   /** Resolves once `n` chunks have arrived. */
   waitChunks(n: number, timeoutMs?: number): Promise<string[]>;
+  /** Resolves with the first chunk `pick` accepts. */
+  waitFor(pick: (chunk: string) => boolean, what: string, timeoutMs?: number): Promise<string>;
   ended: Promise<void>;
 }
 
@@ -362,6 +365,15 @@ function openRaw(base: string, requestLine: string, headers: Record<string, stri
         await new Promise((r) => setTimeout(r, 20));
       }
       return out.chunks;
+    },
+    async waitFor(pick, what, timeoutMs = 10_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const found = out.chunks.find(pick);
+        if (found !== undefined) return found;
+        if (Date.now() > until) throw new Error(`no ${what} in ${JSON.stringify(out.chunks)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
     },
     ended: new Promise((resolve) => {
       endResponse = resolve;
@@ -520,11 +532,36 @@ t.test('watch: history from a start revision, and stream errors as error chunks'
   t.equal(e.error.http_code, 400);
   await s.ended;
 
-  const p = openRaw(gw, 'POST /v3/watch');
-  t.teardown(() => p.close());
-  p.send(JSON.stringify({ progress_request: {} }));
-  const [perr] = await p.waitChunks(1);
-  t.equal(JSON.parse(perr!).error.grpc_code, GrpcStatus.UNIMPLEMENTED);
+});
+
+t.test('watch: progress_request answers as etcd does, and only once every watch of the stream has sent up to it', async (t) => {
+  // The shape of etcd's answer: the current revision, watch ID -1.
+  const ours = openRaw(gw, 'POST /v3/watch');
+  const theirs = openRaw(etcd, 'POST /v3/watch');
+  t.teardown(() => (ours.close(), theirs.close()));
+  const now = (await v3('/v3/kv/put', { key: b64('p/other'), value: b64('x') })).body.header.revision;
+  const body = JSON.stringify({ create_request: { key: b64('p/quiet') } }) + '\n' + JSON.stringify({ progress_request: {} }) + '\n';
+  // (etcd's gateway reads no more of an HTTP/1.1 body once it has answered: the whole body, then its end.)
+  for (const s of [ours, theirs]) (s.send(body), s.end());
+  const [, a] = await ours.waitChunks(2);
+  const [, b] = await theirs.waitChunks(2);
+  t.same(shape(result(a!)), shape(result(b!)), "the shape of etcd's answer");
+  t.same(result(a!).watch_id, '-1');
+  t.ok(Number(result(a!).header.revision) >= Number(now));
+
+  // With a watch that has history to send: the answer comes after it.
+  const first = (await v3('/v3/kv/put', { key: b64('p/k'), value: b64('1') })).body.header.revision;
+  for (let i = 2; i <= 20; i++) await v3('/v3/kv/put', { key: b64('p/k'), value: b64(String(i)) });
+  const last = (await v3('/v3/kv/put', { key: b64('p/other'), value: b64('y') })).body.header.revision;
+  const w = openRaw(gw, 'POST /v3/watch');
+  t.teardown(() => w.close());
+  w.send(JSON.stringify({ create_request: { key: b64('p/k'), start_revision: first } }) + '\n' + JSON.stringify({ progress_request: {} }) + '\n');
+  const progress = await w.waitFor((c) => result(c).watch_id === '-1', 'the progress answer');
+  const chunks = w.chunks.slice(0, w.chunks.indexOf(progress));
+  const values = chunks.flatMap((c) => (result(c).events ?? []).map((e: { kv: { value: string } }) => unb64(e.kv.value)));
+  t.same(values, Array.from({ length: 20 }, (_, i) => String(i + 1)), 'every event before the answer');
+  t.equal(result(progress).header.revision, last, 'the answer is the current revision');
+  t.notOk(result(progress).events, 'a progress answer carries no events');
 });
 
 t.test('lease keepalive stream: one result per request line, as etcd answers', async (t) => {
@@ -725,6 +762,160 @@ out['lease_revoke'] = lease.revoke()
 print(json.dumps(out, default=lambda b: b.decode() if isinstance(b, bytes) else str(b)))
 `;
 
+interface WsStream {
+  socket: WebSocket;
+  protocol: string;
+  messages: string[];
+  waitMessages(n: number, timeoutMs?: number): Promise<string[]>;
+  send(text: string): void;
+  closed: Promise<number>;
+}
+
+/** A websocket to a /v3 path, as etcd's websocket proxy is used. */
+function openWs(base: string, path: string, protocols?: string[]): Promise<WsStream> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(base.replace('http', 'ws') + path, protocols);
+    const messages: string[] = [];
+    const waiters: (() => void)[] = [];
+    socket.on('message', (data) => {
+      messages.push(data.toString());
+      for (const w of waiters.splice(0)) w();
+    });
+    socket.on('error', () => undefined);
+    const closed = new Promise<number>((r) => socket.on('close', (code) => (r(code), waiters.splice(0).forEach((w) => w()))));
+    socket.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { statusCode: res.statusCode })));
+    socket.once('open', () =>
+      resolve({
+        socket,
+        protocol: socket.protocol,
+        messages,
+        closed,
+        send: (text) => socket.send(text),
+        async waitMessages(n, timeoutMs = 10_000) {
+          const until = Date.now() + timeoutMs;
+          while (messages.length < n) {
+            if (Date.now() > until || socket.readyState === socket.CLOSED) throw new Error(`only ${messages.length} of ${n} messages: ${JSON.stringify(messages)}`);
+            await new Promise<void>((r) => {
+              const timer = setTimeout(r, until - Date.now());
+              waiters.push(() => (clearTimeout(timer), r()));
+            });
+          }
+          return messages;
+        },
+      }),
+    );
+  });
+}
+
+t.test('websockets on /v3 paths: the same lines as etcd, one per message', async (t) => {
+  // Watch: each message a request, each answer a message.
+  const ours = await openWs(gw, '/v3/watch');
+  const theirs = await openWs(etcd, '/v3/watch');
+  t.teardown(() => (ours.socket.terminate(), theirs.socket.terminate()));
+  for (const s of [ours, theirs]) s.send(JSON.stringify({ create_request: { key: b64('ws/k') } }));
+  await ours.waitMessages(1);
+  await theirs.waitMessages(1);
+  await etcdctl('put', 'ws/k', 'v1');
+  const a = await ours.waitMessages(2);
+  const b = await theirs.waitMessages(2);
+  t.same(a.map((m) => shape(parseJson(m))), b.map((m) => shape(parseJson(m))), 'message for message the shapes of etcd');
+  t.equal(unb64(result(a[1]!).events[0].kv.value), 'v1');
+  ours.send(JSON.stringify({ cancel_request: { watch_id: 0 } }));
+  t.equal(result((await ours.waitMessages(3))[2]!).canceled, true);
+
+  // Lease keep-alive: interactive, as on HTTP.
+  const id = (await v3('/v3/lease/grant', { TTL: 25 })).body.ID;
+  const ka = await openWs(gw, '/v3/lease/keepalive');
+  t.teardown(() => ka.socket.terminate());
+  ka.send(JSON.stringify({ ID: id }));
+  t.same(result((await ka.waitMessages(1))[0]!), { header: result((await ka.waitMessages(1))[0]!).header, ID: id, TTL: '25' });
+  ka.send(JSON.stringify({ ID: id }));
+  t.equal((await ka.waitMessages(2)).length, 2, 'a second answer for the second message');
+
+  // A unary call: one request message, one answer message, then the socket closes.
+  await etcdctl('put', 'ws/unary', 'u');
+  const u = await openWs(gw, '/v3/kv/range');
+  u.send(JSON.stringify({ key: b64('ws/unary') }));
+  const [answer] = await u.waitMessages(1);
+  t.equal(unb64(JSON.parse(answer!).kvs[0].value), 'u');
+  t.equal(await u.closed, 1000);
+  const bad = await openWs(gw, '/v3/kv/range');
+  bad.send('{"key": 5}');
+  const [refusal] = await bad.waitMessages(1);
+  t.same(Object.keys(JSON.parse(refusal!)).sort(), ['code', 'error', 'message'], refusal);
+  t.equal(JSON.parse(refusal!).code, GrpcStatus.INVALID_ARGUMENT);
+
+  // A stream error mid-stream is grpc-gateway's error chunk, then the end.
+  const broken = await openWs(gw, '/v3/watch');
+  broken.send('{"create_request": {"key": "%%%"}}');
+  const [chunk] = await broken.waitMessages(1);
+  t.equal(JSON.parse(chunk!).error.grpc_code, GrpcStatus.INVALID_ARGUMENT);
+  t.equal(await broken.closed, 1000);
+
+  // A GET without an upgrade is told what the path takes.
+  const plain = await fetch(`${gw}/v3/watch`);
+  t.equal(plain.status, 405);
+  t.equal(plain.headers.get('allow'), 'POST');
+  t.equal((await plain.json()).code, GrpcStatus.UNIMPLEMENTED);
+});
+
+t.test('election observe: the leader now and at each change, as etcd v3election streams it', async (t) => {
+  const l1 = (await v3('/v3/lease/grant', { TTL: 30 })).body.ID as string;
+  const l2 = (await v3('/v3/lease/grant', { TTL: 30 })).body.ID as string;
+  const won = (await v3('/v3/election/campaign', { name: b64('obs'), lease: l1, value: b64('one') })).body.leader;
+  const ours = openRaw(gw, 'POST /v3/election/observe');
+  const theirs = openRaw(etcd, 'POST /v3/election/observe');
+  t.teardown(() => (ours.close(), theirs.close()));
+  for (const s of [ours, theirs]) (s.send(JSON.stringify({ name: b64('obs') })), s.end());
+  await ours.waitChunks(1);
+  await theirs.waitChunks(1);
+  await v3('/v3/election/proclaim', { leader: won, value: b64('two') });
+  await ours.waitChunks(2);
+  await theirs.waitChunks(2);
+  // A second candidate waits; when the first resigns it leads.
+  const second = v3('/v3/election/campaign', { name: b64('obs'), lease: l2, value: b64('next') });
+  await v3('/v3/election/resign', { leader: won });
+  await second;
+  const a = await ours.waitChunks(3);
+  const b = await theirs.waitChunks(3);
+  t.same(a.map((c) => shape(result(c))), b.map((c) => shape(result(c))), 'chunk for chunk the shapes of etcd');
+  const values = (chunks: string[]) => chunks.map((c) => [unb64(result(c).kv.key), unb64(result(c).kv.value), result(c).kv.lease]);
+  t.same(values(a), values(b), 'the same leaders and values as etcd streams');
+  t.same(values(a).map((v) => v[1]), ['one', 'two', 'next']);
+
+  // Over a websocket too; and an observe on a name without leader waits.
+  const w = await openWs(gw, '/v3/election/observe');
+  t.teardown(() => w.socket.terminate());
+  w.send(JSON.stringify({ name: b64('obs-empty') }));
+  const l3 = (await v3('/v3/lease/grant', { TTL: 30 })).body.ID as string;
+  await v3('/v3/election/campaign', { name: b64('obs-empty'), lease: l3, value: b64('first') });
+  const [first] = await w.waitMessages(1);
+  t.equal(unb64(result(first!).kv.value), 'first');
+});
+
+t.test('a browser page of another origin cannot call /v3 (any Content-Type is accepted, so CORS would not ask)', async (t) => {
+  const evil = await v3('/v3/kv/put', { key: b64('csrf/k'), value: b64('x') }, { origin: 'https://evil.example', 'content-type': 'text/plain' });
+  t.equal(evil.status, 403);
+  t.equal(evil.body.code, GrpcStatus.PERMISSION_DENIED);
+  t.equal(await etcdctl('get', 'csrf/k', '--print-value-only'), '', 'nothing written');
+  const own = await v3('/v3/kv/put', { key: b64('csrf/k'), value: b64('y') }, { origin: gw });
+  t.equal(own.status, 200, 'the gateway\'s own origin may');
+  const upgrade = await openWsWithOrigin('https://evil.example').then(
+    () => 101,
+    (err: { statusCode: number }) => err.statusCode,
+  );
+  t.equal(upgrade, 403, 'nor open a /v3 websocket');
+});
+
+function openWsWithOrigin(origin: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(gw.replace('http', 'ws') + '/v3/watch', { headers: { origin } });
+    socket.on('error', () => undefined);
+    socket.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { statusCode: res.statusCode })));
+    socket.once('open', () => (socket.terminate(), resolve()));
+  });
+}
+
 t.test('python3-etcd3gw, an existing etcd JSON-gateway client, works unchanged', async (t) => {
   const { execFile } = await import('node:child_process');
   const run = (args: string[]) =>
@@ -834,4 +1025,35 @@ t.test('with authentication on: the caller is the etcd user, refusals are etcd e
   const [, ev] = await w.waitChunks(2);
   t.equal(unb64(result(ev!).events[0].kv.key), '/app/y');
   t.equal(await etcdctl('--user=root:rootpw', 'get', '/app/y', '--print-value-only'), '1\n');
+
+  // /v3/auth/authenticate needs no token and answers a gateway token for the
+  // user etcd checked, which later calls send as etcd clients send etcd's.
+  const login = await post(base, '/v3/auth/authenticate', { name: 'alice', password: 'alicepw' });
+  t.equal(login.status, 200, login.text);
+  t.same(shape(login.body), shape((await builtin('/v3/auth/authenticate', { name: 'alice', password: 'alicepw' })).body));
+  t.equal(authed.jwt.verify<{ sub: string }>(login.body.token).sub, 'alice', 'a gateway JWT for alice');
+  const withIt = await post(base, '/v3/kv/range', { key: b64('/app/x') }, { authorization: login.body.token });
+  t.equal(unb64(withIt.body.kvs[0].value), 'mine');
+  const wrong = await post(base, '/v3/auth/authenticate', { name: 'alice', password: 'nope' });
+  const wrongThere = await builtin('/v3/auth/authenticate', { name: 'alice', password: 'nope' });
+  t.equal(wrong.status, wrongThere.status);
+  t.same(wrong.body, wrongThere.body, "etcd's refusal");
+  const rootLogin = await post(base, '/v3/auth/authenticate', { name: 'root', password: 'rootpw' });
+  t.equal(rootLogin.status, 403, 'no token for root unless AUTH_ALLOW_ROOT');
+  t.equal(rootLogin.body.code, GrpcStatus.PERMISSION_DENIED);
+  t.equal((await fetch(`${base}/version`)).status, 200, 'GET /version needs no token, as on etcd');
+
+  // A websocket takes the token as etcd's proxy does: subprotocols "Bearer, <token>".
+  const ws = await openWs(base, '/v3/watch', ['Bearer', jwt]);
+  t.teardown(() => ws.socket.terminate());
+  t.equal(ws.protocol, 'Bearer', 'answered "Bearer", never the token');
+  ws.send(JSON.stringify({ create_request: { key: b64('/app/ws') } }));
+  await ws.waitMessages(1);
+  await post(base, '/v3/kv/put', { key: b64('/app/ws'), value: b64('1') }, bearer);
+  t.equal(unb64(result((await ws.waitMessages(2))[1]!).events[0].kv.key), '/app/ws');
+  const anonymous = await openWs(base, '/v3/watch').then(
+    () => 101,
+    (err: { statusCode: number }) => err.statusCode,
+  );
+  t.equal(anonymous, 401, 'no token, no upgrade');
 });

@@ -41,6 +41,12 @@ export interface Caller {
 /** The websocket subprotocol that carries the token: `bearer.<jwt>`, offered beside WS_PROTOCOL. */
 export const WS_PROTOCOL = 'etcd-gateway.v1';
 export const WS_BEARER_PREFIX = 'bearer.';
+/**
+ * etcd's websocket proxy (/v3 streams): `Sec-WebSocket-Protocol: Bearer, <token>`,
+ * answered with `Bearer`. (Its other way, a `token` cookie, is not taken:
+ * cookies ride along on websockets other sites open.)
+ */
+export const WS_ETCD_BEARER = 'Bearer';
 export const TICKET_TTL_SECONDS = 30;
 
 declare module 'fastify' {
@@ -92,6 +98,9 @@ function tokenFrom(req: FastifyRequest): { token: string; ticket: boolean } | un
       .map((p) => p.trim())
       .find((p) => p.startsWith(WS_BEARER_PREFIX));
     if (bearer) return { token: bearer.slice(WS_BEARER_PREFIX.length), ticket: false };
+    const list = protocols.split(',').map((p) => p.trim());
+    const at = list.indexOf(WS_ETCD_BEARER);
+    if (at >= 0 && list[at + 1]) return { token: list[at + 1]!, ticket: false };
   }
   const ticket = (req.query as Record<string, unknown> | undefined)?.ticket;
   if (typeof ticket === 'string' && ticket) return { token: ticket, ticket: true };

@@ -8,7 +8,7 @@ import { TokenRequestSchema } from '../schemas/auth.js';
 // Every answer of the token exchange takes at least this long, so that the
 // time it takes does not tell a wrong password or an unknown user from a
 // right one (etcd's bcrypt check costs tens of milliseconds).
-const MIN_EXCHANGE_MS = 250;
+export const MIN_EXCHANGE_MS = 250;
 
 /** Public: exchanging etcd credentials for a gateway token. */
 export const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {

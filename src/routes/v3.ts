@@ -1,25 +1,30 @@
 // etcd's own /v3 JSON protocol (its grpc-gateway), so etcd JSON-gateway
 // clients move behind the gateway by changing only a URL. Unary calls go to
-// etcd as the caller (req.etcd) and come back in etcd's JSON; /v3/watch joins
-// the shared watch hub; /v3/lease/keepalive and /v3/maintenance/snapshot are
-// streams framed as grpc-gateway frames them: one `{"result":...}` + "\n" per
-// write. Errors are etcd's error body, not problem+json.
-import { status as GrpcStatus, type ClientReadableStream } from '@grpc/grpc-js';
-import type { ISnapshotResponse } from 'etcd3';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { ServerResponse } from 'node:http';
+// etcd as the caller (req.etcd) and come back in etcd's JSON; /v3/watch and
+// /v3/election/observe run on the shared watch hub; the streams are framed
+// as grpc-gateway frames them (one `{"result":...}` + "\n" per write) and
+// also answer a websocket on the same path, as etcd's websocket proxy does
+// (src/v3/streams.ts). Errors are etcd's error body, not problem+json.
+import { status as GrpcStatus, type ClientDuplexStream, type ClientReadableStream } from '@grpc/grpc-js';
+import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, ISnapshotResponse } from 'etcd3';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isUtf8 } from 'node:buffer';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WebSocket } from 'ws';
+import { checkOrigin } from '../auth/origin.js';
 import { campaign, proclaim, resign } from '../concurrency/election.js';
 import { acquire } from '../concurrency/mutex.js';
 import { DEFAULT_TTL, GrantedLeases, revokeQuietly, type SessionDeps } from '../concurrency/session.js';
 import { Waits } from '../concurrency/wait.js';
 import type { EtcdScope } from '../etcd/connection.js';
 import { isGrpcError, Problem, toProblem } from '../errors.js';
-import { leaseHex, num, prefixEnd } from '../kv/codec.js';
+import { leaseHex, num, prefixEnd, type KeyValueJson } from '../kv/codec.js';
 import { SortOrder, SortTarget } from 'etcd3';
 import type { WatchError } from '../watch/hub.js';
-import { checkReadable } from '../watch/session.js';
-import { V3Error, decodeMessage, encodeMessage, parseBody, parseJson, watchEventToEtcd } from '../v3/protojson.js';
+import type { WatchEventJson } from '../watch/events.js';
+import { checkReadable, openWatch, type TransportSink } from '../watch/session.js';
+import { V3Error, decodeMessage, encodeMessage, kvFromGatewayJson, parseBody, parseJson, watchEventToEtcd } from '../v3/protojson.js';
+import { httpRequests, httpSink, wsRequests, wsSink, type ChunkSink, type RequestSource } from '../v3/streams.js';
 
 export interface V3RoutesOptions {
   /** Longest request line a stream accepts (the body limit of unary calls). */
@@ -28,6 +33,10 @@ export interface V3RoutesOptions {
   maxBufferedBytes: number;
   /** Deadline of one etcd call while a lock waits. */
   timeoutMs: number;
+  /** Page size of the initial read of an election observer. */
+  listMaxKeys: number;
+  /** Browser origins allowed besides the gateway's own (CORS_ORIGINS). */
+  corsOrigins: string[];
 }
 
 type Call = (etcd: EtcdScope, req: Record<string, unknown>) => Promise<unknown>;
@@ -83,7 +92,6 @@ const UNARY: UnaryRoute[] = [
   { paths: ['auth/enable'], request: 'Empty', response: 'HeaderOnly', call: (e) => e.auth.authEnable() },
   { paths: ['auth/disable'], request: 'Empty', response: 'HeaderOnly', call: (e) => e.auth.authDisable() },
   { paths: ['auth/status'], request: 'Empty', response: 'AuthStatusResponse', call: (e) => e.auth.authStatus() },
-  { paths: ['auth/authenticate'], request: 'AuthenticateRequest', response: 'AuthenticateResponse', call: (e, q) => e.auth.authenticate(r(q)) },
   { paths: ['auth/user/add'], request: 'AuthUserAddRequest', response: 'HeaderOnly', call: (e, q) => e.auth.userAdd(r(q)) },
   { paths: ['auth/user/get'], request: 'AuthUserNameRequest', response: 'AuthUserGetResponse', call: (e, q) => e.auth.userGet(r(q)) },
   { paths: ['auth/user/list'], request: 'Empty', response: 'AuthUserListResponse', call: (e) => e.auth.userList() },
@@ -184,7 +192,7 @@ export interface V3ErrorBody {
 
 /** Any failure → etcd's status, gRPC code and message. */
 export function v3ErrorOf(err: unknown): V3ErrorBody {
-  if (err instanceof V3Error) return { status: HTTP_FROM_GRPC[err.grpcCode] ?? 500, code: err.grpcCode, message: err.message, headers: {} };
+  if (err instanceof V3Error) return { status: err.httpStatus ?? HTTP_FROM_GRPC[err.grpcCode] ?? 500, code: err.grpcCode, message: err.message, headers: {} };
   const problem = toProblem(err);
   if (isGrpcError(err)) {
     const status = HTTP_FROM_GRPC[err.code] ?? 500;
@@ -198,15 +206,16 @@ export function v3ErrorOf(err: unknown): V3ErrorBody {
   return { status: problem.status, code: GRPC_FROM_HTTP[problem.status] ?? GrpcStatus.UNKNOWN, message: problem.message, headers: problem.headers };
 }
 
-/** One stream chunk: the object and its newline in a single write, as grpc-gateway sends it. */
-function writeChunk(res: ServerResponse, chunk: unknown): void {
-  if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify(chunk)}\n`);
-}
-
 /** grpc-gateway v1's mid-stream error chunk (etcd 3.4). */
 function streamError(err: unknown): unknown {
   const e = v3ErrorOf(err);
   return { error: { grpc_code: e.code, http_code: e.status, message: e.message, http_status: httpStatusText(e.status) } };
+}
+
+/** etcd's error body of a call that failed before answering. */
+function errorBody(err: unknown): { error: string; message: string; code: number } {
+  const e = v3ErrorOf(err);
+  return { error: e.message, message: e.message, code: e.code };
 }
 
 function httpStatusText(status: number): string {
@@ -227,87 +236,117 @@ function httpStatusText(status: number): string {
   )[status] ?? 'Error';
 }
 
-/** Starts a streamed answer: 200, etcd's content type, headers on the wire at once. */
-function openStream(reply: FastifyReply): ServerResponse {
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': String(reply.request.id) });
-  res.flushHeaders();
-  return res;
+/** The protocol's error body for every failure of the plugin's routes (hooks included). */
+function useV3Errors(app: FastifyInstance): void {
+  app.setErrorHandler((err, req, reply) => {
+    const e = v3ErrorOf(err);
+    if (e.status >= 500) req.log.error({ err }, 'v3 request failed');
+    return reply.code(e.status).headers(e.headers).type('application/json').send(errorBody(err));
+  });
+}
+
+// The spec lists each call once: the /v3beta/ aliases are left out of it.
+const schema = (summary: string, prefix = '/v3/', streamed = false) => ({
+  tags: ['v3'],
+  summary,
+  description:
+    "etcd's own request and response JSON (protojson: base64 bytes, 64-bit integers as strings); errors are etcd's {error, code, message}." +
+    (streamed
+      ? ' A stream: requests are read from the body as they arrive, each answer is one `{"result": ...}` line. A websocket upgrade (GET) on the same path carries the same lines, one per message.'
+      : ''),
+  hide: prefix !== '/v3/',
+});
+
+/** Unary calls that also answer a websocket (one request message in, one answer out), as etcd's proxy allows. */
+function websocketRoute(app: FastifyInstance, url: string, ws: (socket: WebSocket, req: FastifyRequest) => void): void {
+  app.route({
+    method: 'GET',
+    url,
+    schema: { hide: true },
+    handler: async (_req, reply) => {
+      reply.header('allow', 'POST');
+      throw new V3Error(GrpcStatus.UNIMPLEMENTED, `${url} takes POST, or GET with a websocket upgrade`, 405);
+    },
+    wsHandler: ws,
+  });
+}
+
+export interface V3PublicOptions {
+  bodyLimit: number;
+  /** Least time a token exchange takes, whatever its outcome (see src/routes/auth.ts). */
+  minExchangeMs: number;
 }
 
 /**
- * Calls `onLine` for each newline-delimited JSON request in the body as it
- * arrives, and `onEnd` when the client has sent everything. A line over
- * `maxLine` bytes is an error.
+ * The calls that need no token: GET /version, and /v3/auth/authenticate,
+ * which with gateway authentication on answers a gateway token for the
+ * user etcd has checked the password of, so clients that authenticate and
+ * then send the token (etcd3gw, scripts) keep working unchanged.
  */
-function readLines(req: FastifyRequest, maxLine: number, onLine: (line: string) => void, onEnd: () => void, onError: (err: unknown) => void): void {
-  let pending = '';
-  // Requests are split at the end of each top-level JSON value, not at
-  // newlines: a body may hold several objects with or without newlines
-  // between them ({"a":1}{"b":2}), as grpc-gateway's JSON decoder reads it.
-  const flush = () => {
-    let depth = 0;
-    let inString = false;
-    let start = 0;
-    for (let i = 0; i < pending.length; i++) {
-      const c = pending[i]!;
-      if (inString) {
-        if (c === '\\') i++;
-        else if (c === '"') inString = false;
-        continue;
-      }
-      if (c === '"') inString = true;
-      else if (c === '{' || c === '[') depth++;
-      else if (c === '}' || c === ']') {
-        depth--;
-        if (depth === 0) {
-          onLine(pending.slice(start, i + 1));
-          start = i + 1;
-        }
-      }
-    }
-    pending = pending.slice(start);
-    if (pending.trim() === '') pending = '';
-    if (pending.length > maxLine) throw new V3Error(GrpcStatus.RESOURCE_EXHAUSTED, `a request in the stream is larger than ${maxLine} bytes`);
-  };
-  req.raw.setEncoding('utf8');
-  req.raw.on('data', (chunk: string) => {
-    pending += chunk;
+export async function v3PublicRoutes(app: FastifyInstance, opts: V3PublicOptions): Promise<void> {
+  useV3Errors(app);
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, (_req, body, done) => done(null, body));
+
+  const authenticate = async (request: Record<string, unknown>) => {
+    if (!app.authEnabled) return encodeMessage('AuthenticateResponse', await app.etcd.auth.authenticate(r(request)));
+    const name = String(request.name ?? '');
+    if (!app.issueToken) throw new V3Error(GrpcStatus.UNIMPLEMENTED, 'token exchange needs AUTH_JWT_SECRET or AUTH_JWT_PRIVATE_KEY_FILE');
+    const started = Date.now();
     try {
-      flush();
-    } catch (err) {
-      req.raw.removeAllListeners('data');
-      req.raw.resume();
-      onError(err);
+      // etcd checks the password; its answer (or refusal) is etcd's own.
+      const res = await app.etcdConnection.exec<{ header: unknown }>('Auth', 'authenticate', { name, password: String(request.password ?? '') });
+      return encodeMessage('AuthenticateResponse', { header: res.header, token: app.issueToken(name).token });
+    } finally {
+      await sleep(Math.max(0, opts.minExchangeMs - (Date.now() - started)));
     }
+  };
+  for (const prefix of PREFIXES) {
+    const url = `${prefix}auth/authenticate`;
+    app.post(url, { schema: { ...schema("etcd auth/authenticate (etcd's /v3 JSON protocol)", prefix), description: 'With gateway authentication on, the token is a gateway JWT for that user (etcd checks the password).' } }, async (req, reply) =>
+      reply.type('application/json').send(await authenticate(parseBody('AuthenticateRequest', req.body as Buffer | undefined))),
+    );
+    websocketRoute(app, url, (socket) => unaryOverWebsocket(socket, opts.bodyLimit, (line) => authenticate(decodeMessage('AuthenticateRequest', parseJson(line)))));
+  }
+
+  // etcd answers its own version and the cluster's (the lowest member
+  // version, major.minor) here; clients read it to choose the /v3 prefix.
+  app.get('/version', { schema: schema('etcd server and cluster versions (GET /version on etcd)') }, async (_req, reply) => {
+    const results = await app.etcd.execOnEach<{ version: string }>('Maintenance', 'status', {});
+    const versions = results.filter((m) => m.result).map((m) => m.result!.version);
+    if (versions.length === 0) throw results[0]?.error ?? new V3Error(GrpcStatus.UNAVAILABLE, 'no etcd member answered');
+    const minor = (v: string) => v.split('.').slice(0, 2).map(Number);
+    const lowest = versions.map(minor).sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!)[0]!;
+    return reply.type('application/json').send({ etcdserver: versions[0], etcdcluster: `${lowest[0]}.${lowest[1]}.0` });
   });
-  req.raw.on('end', () => {
-    if (pending.trim() !== '') {
-      try {
-        onLine(pending);
-      } catch (err) {
-        onError(err);
-        return;
-      }
-    }
-    onEnd();
+}
+
+/** A unary call over a websocket: the first message is the request, the answer is one message, then the socket closes. */
+function unaryOverWebsocket(socket: WebSocket, maxBytes: number, call: (line: string) => Promise<unknown>): void {
+  const sink = wsSink(socket);
+  let started = false;
+  wsRequests(socket, maxBytes)({
+    message: (line) => {
+      if (started) return; // etcd's handler reads one request and answers it
+      started = true;
+      call(line).then(
+        (answer) => sink.send(answer),
+        (err) => sink.send(errorBody(err)),
+      ).finally(() => sink.end());
+    },
+    end: () => undefined,
+    error: (err) => {
+      sink.send(errorBody(err));
+      sink.end();
+    },
   });
 }
 
 export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptions): Promise<void> {
-  app.setErrorHandler((err, req, reply) => {
-    const e = v3ErrorOf(err);
-    if (e.status >= 500) req.log.error({ err }, 'v3 request failed');
-    return reply.code(e.status).headers(e.headers).type('application/json').send({ error: e.message, message: e.message, code: e.code });
-  });
-  // The spec lists each call once: the /v3beta/ aliases are left out of it.
-  const schema = (summary: string, prefix = '/v3/') => ({
-    tags: ['v3'],
-    summary,
-    description: "etcd's own request and response JSON (protojson: base64 bytes, 64-bit integers as strings); errors are etcd's {error, code, message}.",
-    hide: prefix !== '/v3/',
-  });
+  useV3Errors(app);
+  // Any Content-Type is accepted, so a browser page could POST here without
+  // CORS asking first: only the gateway's own and the listed origins may.
+  app.addHook('onRequest', async (req) => checkOrigin(req, opts.corsOrigins, 'a /v3 call'));
 
   // Unary calls: the body is the request message, whatever Content-Type
   // the client sent (some send none, some form-encoded).
@@ -322,6 +361,11 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
             const res = (await route.call(req.etcd, request)) as Record<string, unknown>;
             return reply.type('application/json').send(encodeMessage(route.response, res));
           });
+          websocketRoute(unary, `${prefix}${path}`, (socket, req) =>
+            unaryOverWebsocket(socket, opts.bodyLimit, async (line) =>
+              encodeMessage(route.response, (await route.call(req.etcd, decodeMessage(route.request, parseJson(line)))) as Record<string, unknown>),
+            ),
+          );
         }
       }
     }
@@ -380,11 +424,6 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
       if (!isUtf8(name) || !isUtf8(key)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names and keys must be valid UTF-8 here');
       return { name: name.toString('utf8'), key: key.toString('utf8'), rev: l.rev === undefined ? undefined : num(l.rev as string) };
     };
-    const utf8Name = (b: unknown) => {
-      const name = (b as Buffer | undefined) ?? Buffer.alloc(0);
-      if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names must be valid UTF-8 here');
-      return name.toString('utf8');
-    };
     for (const prefix of PREFIXES) {
       unary.post(`${prefix}election/campaign`, { schema: schema("etcd election/campaign (etcd's /v3 JSON protocol)", prefix) }, async (req, reply) => {
         const request = parseBody('CampaignRequest', req.body as Buffer | undefined);
@@ -426,77 +465,221 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
         return reply.type('application/json').send(encodeMessage('HeaderOnly', res));
       });
     }
-
-    // etcd answers its own version and the cluster's (the lowest member
-    // version, major.minor) here; clients read it to choose the /v3 prefix.
-    unary.get('/version', { schema: schema('etcd server and cluster versions (GET /version on etcd)') }, async (req, reply) => {
-      const results = await req.etcd.execOnEach<{ version: string }>('Maintenance', 'status', {});
-      const versions = results.filter((m) => m.result).map((m) => m.result!.version);
-      if (versions.length === 0) throw results[0]?.error ?? new V3Error(GrpcStatus.UNAVAILABLE, 'no etcd member answered');
-      const minor = (v: string) => v.split('.').slice(0, 2).map(Number);
-      const lowest = versions.map(minor).sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!)[0]!;
-      return reply.type('application/json').send({ etcdserver: versions[0], etcdcluster: `${lowest[0]}.${lowest[1]}.0` });
-    });
   });
 
   // Streams: the body is read as it arrives, so the content type parser
-  // hands over the untouched request stream.
+  // hands over the untouched request stream. Each stream is written once
+  // against a request source and a chunk sink, and served both as a chunked
+  // POST and as a websocket on the same path.
   await app.register(async (streams) => {
     streams.removeAllContentTypeParsers();
     streams.addContentTypeParser('*', (_req, _payload, done) => done(null));
-
-    for (const prefix of PREFIXES) {
-      streams.post(`${prefix}lease/keepalive`, { schema: schema('Lease keep-alive stream (etcd\'s /v3 JSON protocol)', prefix) }, async (req, reply) => {
-        const upstream = await req.etcd.lease.leaseKeepAlive();
-        const res = openStream(reply);
-        let done = false;
-        const finish = (err?: unknown) => {
-          if (done) return;
-          done = true;
-          if (err !== undefined) writeChunk(res, streamError(err));
-          res.end();
-          upstream.cancel();
-        };
-        upstream.on('data', (r) => writeChunk(res, { result: encodeMessage('LeaseKeepAliveResponse', r) }));
-        upstream.on('error', (err) => finish(err));
-        upstream.on('end', () => finish());
-        res.on('close', () => finish());
-        readLines(
-          req,
-          opts.bodyLimit,
-          (line) => upstream.write(decodeMessage('LeaseKeepAliveRequest', parseJson(line)) as never),
-          () => upstream.end(),
-          (err) => finish(err),
-        );
-      });
-
-      streams.post(`${prefix}maintenance/snapshot`, { schema: schema('Snapshot stream (etcd\'s /v3 JSON protocol)', prefix) }, async (req, reply) => {
-        // etcd3 types the call narrowly; it is grpc-js's readable stream.
-        const upstream = (await req.etcd.maintenance.snapshot()) as unknown as ClientReadableStream<ISnapshotResponse>;
-        const res = openStream(reply);
-        upstream.on('data', (r) => {
-          writeChunk(res, { result: encodeMessage('SnapshotResponse', r) });
-          // Backpressure: pause etcd's stream while the client drains.
-          if (res.writableLength > opts.maxBufferedBytes) {
-            upstream.pause();
-            res.once('drain', () => upstream.resume());
-          }
+    const stream = (path: string, summary: string, handler: StreamHandler) => {
+      for (const prefix of PREFIXES) {
+        streams.post(`${prefix}${path}`, { schema: schema(summary, prefix, true) }, async (req, reply) => {
+          handler(req, httpRequests(req, opts.bodyLimit), httpSink(reply));
         });
-        upstream.on('error', (err) => {
-          writeChunk(res, streamError(err));
-          res.end();
-        });
-        upstream.on('end', () => res.end());
-        res.on('close', () => upstream.cancel());
-        req.raw.resume();
-      });
-
-      streams.post(`${prefix}watch`, { schema: schema('Watch stream on the shared watch hub (etcd\'s /v3 JSON protocol)', prefix) }, async (req, reply) => {
-        watchStream(app, req, reply, opts);
-      });
-    }
+        websocketRoute(streams, `${prefix}${path}`, (socket, req) => handler(req, wsRequests(socket, opts.bodyLimit), wsSink(socket)));
+      }
+    };
+    stream('lease/keepalive', "Lease keep-alive stream (etcd's /v3 JSON protocol)", (req, requests, sink) => keepAliveStream(req, requests, sink));
+    stream('watch', "Watch stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) => watchStream(app, req, requests, sink, opts));
+    stream('maintenance/snapshot', "Snapshot stream (etcd's /v3 JSON protocol)", (req, requests, sink) => snapshotStream(req, requests, sink, opts));
+    stream('election/observe', "Election observe stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) =>
+      observeStream(app, req, requests, sink, opts),
+    );
   });
 }
+
+type StreamHandler = (req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => void;
+
+function utf8Name(b: unknown): string {
+  const name = (b as Buffer | undefined) ?? Buffer.alloc(0);
+  if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names must be valid UTF-8 here');
+  return name.toString('utf8');
+}
+
+/** /v3/lease/keepalive: each request line is sent to etcd's keep-alive stream, each answer comes back. */
+function keepAliveStream(req: FastifyRequest, requests: RequestSource, sink: ChunkSink): void {
+  let upstream: ClientDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | undefined;
+  // Requests that came before etcd's stream was open.
+  const early: Record<string, unknown>[] = [];
+  let ended = false;
+  let done = false;
+  const finish = (err?: unknown) => {
+    if (done) return;
+    done = true;
+    if (err !== undefined) sink.send(streamError(err));
+    sink.end();
+    upstream?.cancel();
+  };
+  sink.onClose(() => finish());
+  // Listening starts at once: a websocket's first messages may come before etcd answers.
+  requests({
+    message: (line) => {
+      try {
+        const request = decodeMessage('LeaseKeepAliveRequest', parseJson(line));
+        if (upstream) upstream.write(request as never);
+        else early.push(request);
+      } catch (err) {
+        finish(err);
+      }
+    },
+    end: () => {
+      ended = true;
+      upstream?.end();
+    },
+    error: (err) => finish(err),
+  });
+  req.etcd.lease.leaseKeepAlive().then(
+    (stream) => {
+      const s = stream as unknown as ClientDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+      if (done) return void s.cancel();
+      upstream = s;
+      s.on('data', (r) => sink.send({ result: encodeMessage('LeaseKeepAliveResponse', r) }));
+      s.on('error', (err) => finish(err));
+      s.on('end', () => finish());
+      for (const request of early.splice(0)) s.write(request as never);
+      if (ended) s.end();
+    },
+    (err: unknown) => finish(err),
+  );
+}
+
+/** /v3/maintenance/snapshot: etcd's snapshot chunks, paced by the client's reading. */
+function snapshotStream(req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): void {
+  let upstream: ClientReadableStream<ISnapshotResponse> | undefined;
+  let done = false;
+  sink.onClose(() => {
+    done = true;
+    upstream?.cancel();
+  });
+  // The request is empty; its body is read and ignored.
+  requests({ message: () => undefined, end: () => undefined, error: () => undefined });
+  req.etcd.maintenance.snapshot().then(
+    (stream) => {
+      // etcd3 types the call narrowly; it is grpc-js's readable stream.
+      const s = stream as unknown as ClientReadableStream<ISnapshotResponse>;
+      if (done) return void s.cancel();
+      upstream = s;
+      s.on('data', (r) => {
+        sink.send({ result: encodeMessage('SnapshotResponse', r) });
+        // Backpressure: pause etcd's stream while the client drains.
+        if (sink.buffered > opts.maxBufferedBytes) {
+          s.pause();
+          sink.onDrain(() => s.resume());
+        }
+      });
+      s.on('error', (err) => {
+        sink.send(streamError(err));
+        sink.end();
+      });
+      s.on('end', () => sink.end());
+    },
+    (err: unknown) => {
+      sink.send(streamError(err));
+      sink.end();
+    },
+  );
+}
+
+/** The header fields etcd puts on every answer, learned from a read, with a revision of our choosing. */
+class HeaderBase {
+  private base: Record<string, unknown> = {};
+  learn(header: { cluster_id?: unknown; member_id?: unknown; raft_term?: unknown } | undefined): void {
+    if (header) this.base = { cluster_id: header.cluster_id, member_id: header.member_id, raft_term: header.raft_term };
+  }
+  at(revision: number | string): Record<string, unknown> {
+    return encodeMessage('ResponseHeader', { ...this.base, revision: String(revision) });
+  }
+}
+
+/**
+ * /v3/election/observe: the leader (the candidate created first under
+ * `<name>/`) now, and again each time the leader changes or proclaims, as
+ * etcd's Observe sends it; nothing while there is no leader. Runs on the
+ * shared watches: the initial state and the events are exactly etcd's
+ * history from one revision on.
+ */
+function observeStream(app: FastifyInstance, req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): void {
+  let close: (() => void) | undefined;
+  let started = false;
+  let done = false;
+  const finish = (err?: unknown) => {
+    if (done) return;
+    done = true;
+    close?.();
+    if (err !== undefined) sink.send(streamError(err));
+    sink.end();
+  };
+  sink.onClose(() => {
+    done = true;
+    close?.();
+  });
+  const headers = new HeaderBase();
+  const start = async (line: string) => {
+    const name = utf8Name(decodeMessage('LeaderRequest', parseJson(line)).name);
+    const prefix = Buffer.from(`${name}/`);
+    const range = { key: prefix, rangeEnd: prefixEnd(prefix) };
+    const candidates = new Map<string, KeyValueJson>();
+    let leaderKey: string | undefined;
+    const keyOf = (kv: KeyValueJson) => kv.key ?? `\0${kv.key_base64}`;
+    const leaderNow = () => {
+      let lead: KeyValueJson | undefined;
+      for (const kv of candidates.values()) if (!lead || kv.create_revision < lead.create_revision) lead = kv;
+      return lead;
+    };
+    const say = (kv: KeyValueJson, revision: number) => sink.send({ result: encodeMessage('LeaderResponse', { header: headers.at(revision), kv: kvFromGatewayJson(kv) }) });
+    const apply = (events: WatchEventJson[], revision: number, announce: boolean) => {
+      let leaderPut = false;
+      for (const e of events) {
+        const key = keyOf(e.kv);
+        if (e.type === 'delete') candidates.delete(key);
+        else {
+          candidates.set(key, e.kv);
+          if (key === leaderKey) leaderPut = true;
+        }
+      }
+      const lead = leaderNow();
+      const changed = (lead ? keyOf(lead) : undefined) !== leaderKey;
+      leaderKey = lead ? keyOf(lead) : undefined;
+      // A new leader, or the leader's key written again (a proclamation).
+      if (announce && lead && (changed || leaderPut)) say(lead, revision);
+    };
+    // The rest of the header (cluster, member, term) from a read as the caller.
+    headers.learn((await req.etcd.kv.range({ key: prefix, range_end: prefixEnd(prefix), count_only: true, serializable: true })).header);
+    let failed: WatchError | undefined;
+    const sink2: TransportSink = {
+      created: () => undefined,
+      initial: (events, revision) => apply(events, revision, false),
+      synced: (revision) => {
+        const lead = leaderNow();
+        if (lead) say(lead, revision);
+      },
+      events: (batch) => apply(batch.events, batch.revision, true),
+      progress: () => undefined,
+      error: (err) => (close ? finish(new Problem(err.status, err.code, err.message)) : (failed = err)),
+    };
+    const unsubscribe = await openWatch({ hub: app.watchHub, kv: req.etcd.kv, maxKeys: opts.listMaxKeys, checkRead: app.authEnabled }, { range, initial: true }, sink2);
+    if (failed) throw new Problem(failed.status, failed.code, failed.message);
+    if (done) unsubscribe();
+    else close = unsubscribe;
+  };
+  requests({
+    message: (line) => {
+      if (started) return; // one request, as etcd's server stream reads it
+      started = true;
+      start(line).catch((err: unknown) => finish(err));
+    },
+    end: () => {
+      if (!started) finish(new V3Error(GrpcStatus.INVALID_ARGUMENT, 'observe needs a request naming the election'));
+    },
+    error: (err) => finish(err),
+  });
+}
+
+/** How long a progress_request waits for every watch of its stream to catch up before answering with the revision they all reached. */
+const PROGRESS_WAIT_MS = 3000;
 
 /**
  * /v3/watch: each create_request becomes a subscriber of the shared watch
@@ -504,61 +687,72 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
  * back as etcd WatchResponses. Watches live until the client disconnects
  * (etcd keeps them after the request body ends too).
  */
-function watchStream(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, opts: V3RoutesOptions): void {
-  const res = openStream(reply);
-  const watches = new Map<string, () => void>();
+function watchStream(app: FastifyInstance, req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): void {
+  interface Watch {
+    unsubscribe: () => void;
+    /** Every event up to this revision has been sent. */
+    through: number;
+  }
+  const watches = new Map<string, Watch>();
   let nextId = 0n;
   let closed = false;
-  // Header fields besides the revision, learned from the first read.
-  let base: Record<string, unknown> = {};
-  const header = (revision: number | string) => encodeMessage('ResponseHeader', { ...base, revision: String(revision) });
+  const headers = new HeaderBase();
+  // Someone waits for a watch to move (progress_request).
+  let moved: (() => void)[] = [];
+  const wake = () => {
+    for (const fn of moved.splice(0)) fn();
+  };
 
   const send = (chunk: unknown) => {
     if (closed) return;
-    writeChunk(res, chunk);
-    if (res.writableLength > opts.maxBufferedBytes) {
+    sink.send(chunk);
+    if (sink.buffered > opts.maxBufferedBytes) {
       // A client that stopped reading is cut off rather than buffered without bound.
       req.log.warn('v3 watch client fell too far behind; closing the stream');
-      res.destroy();
+      sink.destroy();
     }
   };
   const cleanup = () => {
     if (closed) return;
     closed = true;
-    for (const unsubscribe of watches.values()) unsubscribe();
+    for (const w of watches.values()) w.unsubscribe();
     watches.clear();
+    wake();
   };
-  res.on('close', cleanup);
-  const closedP = new Promise<void>((resolve) => res.once('close', () => resolve()));
-
-  // Requests are handled one after another, in the order they were sent, as
-  // etcd's watch stream handles them.
-  let queue = Promise.resolve();
-  const handle = async (line: string) => {
-    const request = decodeMessage('WatchRequest', parseJson(line));
-    const create = request.create_request as Record<string, unknown> | undefined;
-    const cancel = request.cancel_request as Record<string, unknown> | undefined;
-    if (create) await createWatch(create);
-    else if (cancel) {
-      const id = String(cancel.watch_id ?? '0');
-      const unsubscribe = watches.get(id);
-      if (unsubscribe) {
-        unsubscribe();
-        watches.delete(id);
-        send({ result: { header: header(await currentRevision()), watch_id: id === '0' ? undefined : id, canceled: true } });
-      }
-    } else if (request.progress_request) {
-      throw new V3Error(GrpcStatus.UNIMPLEMENTED, 'progress_request is not supported by the gateway; use progress_notify on the watch');
-    }
-  };
+  sink.onClose(cleanup);
+  const closedP = new Promise<void>((resolve) => sink.onClose(() => resolve()));
 
   // The header of answers that carry no data (cancel, refusal) is read as
   // the gateway: a caller refused everything still gets etcd's header, as
   // etcd gives it.
   const currentRevision = async (): Promise<string> => {
     const r = await app.etcd.kv.range({ key: Buffer.from([0]), count_only: true, limit: 1, serializable: true });
-    base = { cluster_id: r.header.cluster_id, member_id: r.header.member_id, raft_term: r.header.raft_term };
+    headers.learn(r.header);
     return r.header.revision;
+  };
+
+  // etcd 3.4 answers at once with its current revision, which may overtake
+  // events still on their way (etcd issue 15220). Here the answer waits
+  // until every watch of the stream has sent everything up to the current
+  // revision (linearizable read), so it is a true fence; a watch still
+  // catching up after PROGRESS_WAIT_MS lowers the answer to what all reached.
+  const progress = async () => {
+    const r = await req.etcd.kv.range({ key: Buffer.from([0]), count_only: true, limit: 1 });
+    headers.learn(r.header);
+    const target = num(r.header.revision);
+    const deadline = Date.now() + PROGRESS_WAIT_MS;
+    const lowest = () => Math.min(target, ...[...watches.values()].map((w) => w.through));
+    while (!closed && lowest() < target && Date.now() < deadline) {
+      app.watchHub.requestProgressNow();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 250);
+        moved.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    send({ result: { header: headers.at(lowest()), watch_id: '-1' } });
   };
 
   const createWatch = async (create: Record<string, unknown>) => {
@@ -573,7 +767,7 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, reply: FastifyRe
     if (watches.has(id)) {
       // etcd's mvcc refusal, with watch ID -1 as etcd answers it.
       send({
-        result: { header: header(await currentRevision()), watch_id: '-1', created: true, canceled: true, cancel_reason: 'mvcc: duplicate watch ID provided on the WatchStream' },
+        result: { header: headers.at(await currentRevision()), watch_id: '-1', created: true, canceled: true, cancel_reason: 'mvcc: duplicate watch ID provided on the WatchStream' },
       });
       return;
     }
@@ -582,7 +776,7 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, reply: FastifyRe
       if (app.authEnabled) await checkReadable(req.etcd.kv, range);
       // The current revision (linearizable) and the rest of the header.
       const r = await req.etcd.kv.range({ key: range.key.length ? range.key : Buffer.from([0]), count_only: true, limit: 1 });
-      base = { cluster_id: r.header.cluster_id, member_id: r.header.member_id, raft_term: r.header.raft_term };
+      headers.learn(r.header);
       at = r.header.revision;
     } catch (err) {
       // etcd answers a refused watch as created and canceled at once, with
@@ -590,65 +784,90 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, reply: FastifyRe
       const e = v3ErrorOf(err);
       if (e.status >= 500) throw err;
       const reason = isGrpcError(err) ? `rpc error: code = ${GRPC_NAMES[e.code] ?? e.code} desc = ${e.message}` : e.message;
-      send({ result: { header: header(await currentRevision()), watch_id: '-1', created: true, canceled: true, cancel_reason: reason } });
+      send({ result: { header: headers.at(await currentRevision()), watch_id: '-1', created: true, canceled: true, cancel_reason: reason } });
       return;
     }
     const filters = (create.filters as number[] | undefined) ?? [];
+    const wantsProgress = create.progress_notify === true;
     let ended = false;
+    const watch: Watch = { unsubscribe: () => undefined, through: 0 };
     // The next request waits for this one's `created`, so answers come in
     // the order of the requests, as etcd sends them.
     let answered!: () => void;
     const createdOrEnded = new Promise<void>((resolve) => (answered = resolve));
-    const sink = {
-      created: () => {
-        send({ result: { header: header(at), watch_id: idField, created: true } });
+    const hubSink = {
+      created: (start: number) => {
+        watch.through = start - 1;
+        send({ result: { header: headers.at(at), watch_id: idField, created: true } });
         answered();
       },
-      events: (batch: { revision: number; events: Parameters<typeof watchEventToEtcd>[0][] }) =>
-        send({ result: { header: header(batch.revision), watch_id: idField, events: batch.events.map(watchEventToEtcd) } }),
-      progress: (revision: number) => send({ result: { header: header(revision), watch_id: idField } }),
+      events: (batch: { revision: number; events: Parameters<typeof watchEventToEtcd>[0][] }) => {
+        watch.through = batch.revision;
+        send({ result: { header: headers.at(batch.revision), watch_id: idField, events: batch.events.map(watchEventToEtcd) } });
+        wake();
+      },
+      // Subscribed with progress always, to know where the watch stands;
+      // the client hears of it only when it asked.
+      progress: (revision: number) => {
+        watch.through = Math.max(watch.through, revision);
+        if (wantsProgress) send({ result: { header: headers.at(revision), watch_id: idField } });
+        wake();
+      },
       error: (err: WatchError) => {
         ended = true;
         watches.delete(id);
-        const result: Record<string, unknown> = { header: header(at), watch_id: idField, canceled: true };
+        const result: Record<string, unknown> = { header: headers.at(at), watch_id: idField, canceled: true };
         if (err.compact_revision) result.compact_revision = String(err.compact_revision);
         else result.cancel_reason = err.message;
         send({ result });
         answered();
+        wake();
       },
     };
-    const unsubscribe = app.watchHub.subscribe(
+    watch.unsubscribe = app.watchHub.subscribe(
       {
         range,
         startRevision: create.start_revision !== undefined && create.start_revision !== '0' ? num(create.start_revision as string) : undefined,
         prevKv: create.prev_kv === true,
-        progressNotify: create.progress_notify === true,
+        progressNotify: true,
         filters: { noPut: filters.includes(0), noDelete: filters.includes(1) },
       },
-      sink,
+      hubSink,
     );
-    if (closed) unsubscribe();
-    else if (!ended) watches.set(id, unsubscribe);
+    if (closed) watch.unsubscribe();
+    else if (!ended) watches.set(id, watch);
     await Promise.race([createdOrEnded, closedP]);
   };
 
-  readLines(
-    req,
-    opts.bodyLimit,
-    (line) => {
-      queue = queue
-        .then(() => (closed ? undefined : handle(line)))
-        .catch((err) => {
-          send(streamError(err));
-          res.end();
-          cleanup();
-        });
+  const handle = async (line: string) => {
+    const request = decodeMessage('WatchRequest', parseJson(line));
+    const create = request.create_request as Record<string, unknown> | undefined;
+    const cancel = request.cancel_request as Record<string, unknown> | undefined;
+    if (create) await createWatch(create);
+    else if (cancel) {
+      const id = String(cancel.watch_id ?? '0');
+      const watch = watches.get(id);
+      if (watch) {
+        watch.unsubscribe();
+        watches.delete(id);
+        send({ result: { header: headers.at(await currentRevision()), watch_id: id === '0' ? undefined : id, canceled: true } });
+      }
+    } else if (request.progress_request) await progress();
+  };
+
+  const fail = (err: unknown) => {
+    send(streamError(err));
+    sink.end();
+    cleanup();
+  };
+  // Requests are handled one after another, in the order they were sent, as
+  // etcd's watch stream handles them.
+  let queue = Promise.resolve();
+  requests({
+    message: (line) => {
+      queue = queue.then(() => (closed ? undefined : handle(line))).catch(fail);
     },
-    () => undefined,
-    (err) => {
-      send(streamError(err));
-      res.end();
-      cleanup();
-    },
-  );
+    end: () => undefined,
+    error: fail,
+  });
 }

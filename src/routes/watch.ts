@@ -13,6 +13,7 @@ import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/event
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
 import { SseStream, watchErrorMessage } from '../watch/sse.js';
+import { checkOrigin } from '../auth/origin.js';
 
 export interface WatchRoutesOptions {
   maxSubscriptions: number;
@@ -30,23 +31,6 @@ export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_TOKEN_EXPIRED = 4001;
 
 const checkClientMessage = Compile(WatchClientMessage);
-
-/**
- * Cross-site websocket hijacking: a browser sends its Origin on every
- * websocket, and any page could otherwise open one to a gateway on
- * localhost. Clients that are not browsers send no Origin and pass.
- */
-function checkOrigin(req: FastifyRequest, allowed: string[]): void {
-  const origin = req.headers.origin;
-  if (!origin || allowed.includes(origin) || allowed.includes('*')) return;
-  try {
-    if (new URL(origin).host === req.headers.host) return;
-  } catch {
-    // fall through: a malformed Origin is not ours
-  }
-  throw new Problem(403, 'origin_not_allowed', `websocket from origin ${origin} is not allowed (CORS_ORIGINS)`);
-}
-
 
 function problemToWatchError(err: unknown): WatchError {
   const p = toProblem(err);

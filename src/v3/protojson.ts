@@ -29,6 +29,8 @@ export class V3Error extends Error {
   constructor(
     readonly grpcCode: number,
     message: string,
+    /** The HTTP status, when not the one grpc-gateway gives the code. */
+    readonly httpStatus?: number,
   ) {
     super(message);
     this.name = 'V3Error';
@@ -431,7 +433,8 @@ export function watchEventToEtcd(ev: { type: 'put' | 'delete'; kv: KeyValueJson;
   });
 }
 
-function kvFromGatewayJson(kv: KeyValueJson): Record<string, unknown> {
+/** A key-value in the gateway's watch JSON → etcd's mvccpb.KeyValue fields. */
+export function kvFromGatewayJson(kv: KeyValueJson): Record<string, unknown> {
   const bytes = (text: string | undefined, b64: string | undefined) =>
     text !== undefined ? Buffer.from(text, 'utf8') : b64 !== undefined ? Buffer.from(b64, 'base64') : Buffer.alloc(0);
   return {

@@ -31,6 +31,8 @@ import { filterBatch, groupByRevision, type EventBatch, type EventFilters } from
 
 /** How old a stream-wide progress answer must be before it counts (see the top of the file). */
 export const PROGRESS_SETTLE_MS = 1000;
+/** etcd's watchBatchMaxRevs: the most revisions one catch-up answer holds. */
+const ETCD_CATCH_UP_REVISIONS = 1000;
 
 export interface WatchRange {
   key: Buffer;
@@ -341,9 +343,16 @@ export class WatchHub {
       this.remember(up, batch);
       for (const sub of up.subs) sub.offer(batch);
     }
-    // Events up to the response's revision (the current one when etcd sent
-    // it): a watch catching up has caught up.
-    if (num(res.events[res.events.length - 1]!.kv!.mod_revision) >= revision) up.synced = true;
+    if (!up.synced) {
+      // etcd catches a watch up in answers of at most ETCD_CATCH_UP_REVISIONS
+      // revisions each, with the current revision in the header, and moves
+      // it to its synced set after the last one: an answer reaching its
+      // header revision, or one with fewer revisions than a full batch, is
+      // the last one.
+      const revisions = new Set(res.events.map((e) => String(e.kv!.mod_revision)));
+      const lastRev = num(res.events[res.events.length - 1]!.kv!.mod_revision);
+      if (lastRev >= revision || revisions.size < ETCD_CATCH_UP_REVISIONS) up.synced = true;
+    }
   }
 
   /** A stream-wide progress answer: settle the older ones, keep this one for later. */

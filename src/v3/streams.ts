@@ -1,0 +1,198 @@
+// The two transports of a /v3 stream, as etcd serves them: a chunked HTTP
+// response (grpc-gateway: one `{"result":...}` + "\n" per write, requests
+// read from the body as it arrives) and a websocket on the same path (etcd's
+// websocket proxy: each text message the client sends is one request line,
+// each answer line goes back as one text message). The stream handlers in
+// src/routes/v3.ts are written once against these interfaces.
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
+import { V3Error } from './protojson.js';
+
+/** Where a stream's answers go. */
+export interface ChunkSink {
+  /** One answer: a JSON line on HTTP, a text message on a websocket. */
+  send(chunk: unknown): void;
+  /** The stream is over: the response ends, the socket closes normally. */
+  end(): void;
+  /** Cuts the client off at once (it stopped reading). */
+  destroy(): void;
+  /** Bytes written but not yet taken by the client's connection. */
+  readonly buffered: number;
+  readonly closed: boolean;
+  onClose(fn: () => void): void;
+  /** Calls `fn` once the buffered bytes have gone out. */
+  onDrain(fn: () => void): void;
+}
+
+export interface RequestHandlers {
+  /** One request (a complete JSON value). */
+  message(text: string): void;
+  /** The client has sent everything (the request body ended). */
+  end(): void;
+  error(err: unknown): void;
+}
+
+/** Where a stream's requests come from. */
+export type RequestSource = (handlers: RequestHandlers) => void;
+
+/**
+ * Splits text into top-level JSON values as it arrives, with or without
+ * newlines between them ({"a":1}{"b":2}), as grpc-gateway's JSON decoder
+ * reads a request body. A value longer than `maxBytes` is an error.
+ */
+export class JsonSplitter {
+  private pending = '';
+  constructor(
+    private readonly maxBytes: number,
+    private readonly onValue: (text: string) => void,
+  ) {}
+
+  push(chunk: string): void {
+    this.pending += chunk;
+    let depth = 0;
+    let inString = false;
+    let start = 0;
+    const text = this.pending;
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i]!;
+      if (inString) {
+        if (c === '\\') i++;
+        else if (c === '"') inString = false;
+        continue;
+      }
+      if (c === '"') inString = true;
+      else if (c === '{' || c === '[') depth++;
+      else if (c === '}' || c === ']') {
+        depth--;
+        if (depth === 0) {
+          this.onValue(text.slice(start, i + 1));
+          start = i + 1;
+        }
+      }
+    }
+    this.pending = text.slice(start);
+    if (this.pending.trim() === '') this.pending = '';
+    if (this.pending.length > this.maxBytes) throw new V3Error(GrpcStatus.RESOURCE_EXHAUSTED, `a request in the stream is larger than ${this.maxBytes} bytes`);
+  }
+
+  /** The end of input: whatever is left is one last (possibly broken) value. */
+  finish(): void {
+    const rest = this.pending;
+    this.pending = '';
+    if (rest.trim() !== '') this.onValue(rest);
+  }
+}
+
+/** Starts a streamed HTTP answer: 200, etcd's content type, headers on the wire at once. */
+export function httpSink(reply: FastifyReply): ChunkSink {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': String(reply.request.id) });
+  res.flushHeaders();
+  return {
+    // The object and its newline in a single write, as grpc-gateway sends it.
+    send: (chunk) => {
+      if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify(chunk)}\n`);
+    },
+    end: () => {
+      if (!res.writableEnded) res.end();
+    },
+    destroy: () => res.destroy(),
+    get buffered() {
+      return res.writableLength;
+    },
+    get closed() {
+      return res.destroyed || res.writableEnded;
+    },
+    onClose: (fn) => void res.once('close', fn),
+    onDrain: (fn) => void res.once('drain', fn),
+  };
+}
+
+/** The requests of an HTTP stream: its body, read as it arrives. */
+export function httpRequests(req: FastifyRequest, maxBytes: number): RequestSource {
+  return (h) => {
+    const splitter = new JsonSplitter(maxBytes, h.message);
+    let failed = false;
+    req.raw.setEncoding('utf8');
+    req.raw.on('data', (chunk: string) => {
+      if (failed) return;
+      try {
+        splitter.push(chunk);
+      } catch (err) {
+        failed = true;
+        req.raw.resume();
+        h.error(err);
+      }
+    });
+    req.raw.on('end', () => {
+      if (failed) return;
+      try {
+        splitter.finish();
+      } catch (err) {
+        h.error(err);
+        return;
+      }
+      h.end();
+    });
+  };
+}
+
+/** A websocket as a stream's answers: one text message per answer. */
+export function wsSink(socket: WebSocket): ChunkSink {
+  const drainWaiters: (() => void)[] = [];
+  const written = () => {
+    if (socket.bufferedAmount === 0) for (const fn of drainWaiters.splice(0)) fn();
+  };
+  return {
+    send: (chunk) => {
+      if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(chunk), written);
+    },
+    end: () => socket.close(1000),
+    destroy: () => socket.terminate(),
+    get buffered() {
+      return socket.bufferedAmount;
+    },
+    get closed() {
+      return socket.readyState !== socket.OPEN;
+    },
+    onClose: (fn) => void socket.once('close', fn),
+    onDrain: (fn) => {
+      if (socket.bufferedAmount === 0) fn();
+      else drainWaiters.push(fn);
+    },
+  };
+}
+
+/**
+ * A websocket's messages as a stream's requests. Each message is followed
+ * by a newline, as etcd's proxy writes it into the request body, so a
+ * message may hold several requests or (in theory) part of one. The
+ * requests end when the socket closes.
+ */
+export function wsRequests(socket: WebSocket, maxBytes: number): RequestSource {
+  return (h) => {
+    const splitter = new JsonSplitter(maxBytes, h.message);
+    let failed = false;
+    socket.on('message', (data, isBinary) => {
+      if (failed) return;
+      try {
+        splitter.push(`${isBinary ? Buffer.from(data as Buffer).toString('utf8') : data.toString()}\n`);
+      } catch (err) {
+        failed = true;
+        h.error(err);
+      }
+    });
+    socket.once('close', () => {
+      if (failed) return;
+      try {
+        splitter.finish();
+      } catch (err) {
+        h.error(err);
+        return;
+      }
+      h.end();
+    });
+  };
+}
