@@ -19,6 +19,7 @@ WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY ui ./ui
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 # Inside a container the gateway must listen on all interfaces to be reachable

@@ -26,6 +26,7 @@ import lockRoutes from './routes/locks.js';
 import maintenanceRoutes from './routes/maintenance.js';
 import txnRoutes from './routes/txn.js';
 import v3Routes, { v3PublicRoutes } from './routes/v3.js';
+import uiRoutes from './routes/ui.js';
 import watchRoutes from './routes/watch.js';
 import { ClusterHealthSchema, ClusterStatusSchema, EndpointStatusSchema, MemberAddedSchema, MemberListSchema, MemberSchema } from './schemas/cluster.js';
 import { AdminDoneSchema, NameListSchema, PermissionSchema, RoleSchema, UserSchema } from './schemas/admin.js';
@@ -186,11 +187,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     maxAge: 600,
   });
 
-  // Public scope: health, metrics, documentation, token exchange.
+  // Public scope: health, metrics, documentation, the web console, token exchange.
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
   await app.register(metricsPlugin);
   await app.register(tokenRoutes);
   await app.register(v3PublicRoutes, { bodyLimit: config.BODY_LIMIT, minExchangeMs: MIN_EXCHANGE_MS });
+  await app.register(uiRoutes);
 
   // Protected scope: every route registered in here runs the authentication
   // hook (when authentication is on) and calls etcd as its caller.

@@ -191,7 +191,10 @@ t.test('auth changes take effect at once', async (t) => {
 });
 
 t.test('open streams end when the caller loses the permission or the token expires', async (t) => {
-  const ticket = (await app.inject({ method: 'POST', url: '/v1/auth/ticket', headers: as('bob') })).json().ticket;
+  const ticketAnswer = (await app.inject({ method: 'POST', url: '/v1/auth/ticket', headers: as('bob') })).json();
+  const ticket = ticketAnswer.ticket;
+  const ticketClaims = app.jwt.decode<{ exp: number; iat: number }>(ticket)!;
+  t.ok(ticketClaims.exp - ticketClaims.iat <= 30 && ticketAnswer.expires_in <= 30, 'a ticket lives 30 s at most');
   const sse = await SseClient.open(`${base}/v1/watch//app/?prefix&ticket=${ticket}`);
   t.equal(sse.response.statusCode, 200, 'SSE with a ticket');
   await sse.next((e) => e.event === 'created');
@@ -217,6 +220,15 @@ t.test('open streams end when the caller loses the permission or the token expir
   t.equal(browserLike.socket.protocol, 'etcd-gateway.v1', 'the token is not echoed back');
   const closed = await browserLike.closed;
   t.equal(closed.code, 4001, 'closed when the token expired (within the 30 s clock tolerance at most)');
+
+  // A token valid for longer than a timer can wait (24.8 days) keeps its socket open.
+  const long = hs256(claimsFor('bob', { exp: now() + 40 * 86400 }));
+  const longLived = await WsClient.connect(`${base.replace('http', 'ws')}/v1/watch`, {}, ['etcd-gateway.v1', `bearer.${long}`]);
+  t.teardown(() => longLived.close());
+  longLived.send({ type: 'subscribe', id: 'l', key: '/app/long', prefix: true });
+  await longLived.next((m) => m.type === 'created');
+  await root('put', '/app/long', '1');
+  t.equal((await longLived.next((m) => m.type === 'events')).events[0].kv.value, '1', 'still open, still delivering');
 });
 
 t.test('token exchange: etcd checks the password; failures take as long as successes', async (t) => {
@@ -227,6 +239,8 @@ t.test('token exchange: etcd checks the password; failures take as long as succe
   const { token, token_type, expires_in } = res.json();
   t.equal(token_type, 'Bearer');
   t.equal(expires_in, 3600);
+  const claims = app.jwt.decode<{ exp: number; iat: number }>(token)!;
+  t.equal(claims.exp - claims.iat, 3600, 'the token itself expires when expires_in says (not 1000 times later)');
   t.equal((await app.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${token}` } })).statusCode, 200, 'the token works');
   for (const [username, password] of [['alice', 'wrong'], ['nobody', 'whatever']]) {
     started = Date.now();

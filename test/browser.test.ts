@@ -98,3 +98,110 @@ t.test('a page from another origin cannot open a websocket to the gateway', asyn
   );
   t.equal(result, 'refused');
 });
+
+t.test('the web console (/ui): browse, edit with compare-and-swap, live updates, cluster view', async (t) => {
+  const { etcdctl } = cluster;
+  await etcdctl('put', '/console/app/db', 'v1');
+  await etcdctl('put', '/console/top', 't');
+  const page = await browser.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(err.message));
+  // (Failed requests are logged too: a refused save is a 412 on purpose.)
+  page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && problems.push(m.text()));
+  page.on('dialog', (d) => void d.accept());
+
+  const redirect = await fetch(`${base}/ui`, { redirect: 'manual' });
+  t.equal(redirect.status, 301);
+  t.equal(redirect.headers.get('location'), '/ui/');
+  const index = await fetch(`${base}/ui/`);
+  t.match(index.headers.get('content-security-policy'), /default-src 'self'/);
+  t.match(index.headers.get('content-type'), /text\/html/);
+
+  await page.goto(`${base}/ui/#${encodeURIComponent('/console/')}`);
+  await page.locator('#live.on').waitFor();
+  await page.locator('#listing li.dir a', { hasText: 'app/' }).waitFor();
+  t.ok(await page.locator('#listing li.key a', { hasText: 'top' }).isVisible(), 'keys and sub-prefixes of /console/');
+
+  await page.locator('#listing li.dir a', { hasText: 'app/' }).click();
+  await page.locator('#listing li.key a', { hasText: 'db' }).click();
+  await page.locator('#editor-key', { hasText: '/console/app/db' }).waitFor();
+  t.equal(await page.locator('#editor-value').inputValue(), 'v1');
+
+  // Save: a compare-and-swap on the revision that was read.
+  await page.locator('#editor-value').fill('v2');
+  await page.locator('#save').click();
+  await page.locator('#editor-banner', { hasText: 'Saved at revision' }).waitFor();
+  t.equal(await etcdctl('get', '/console/app/db', '--print-value-only'), 'v2\n');
+
+  // Live: a key written elsewhere appears; the open key follows a change.
+  await etcdctl('put', '/console/app/new', 'n');
+  await page.locator('#listing li.key a', { hasText: 'new' }).waitFor();
+  await etcdctl('put', '/console/app/db', 'v3');
+  await page.waitForFunction(() => (document.getElementById('editor-value') as HTMLTextAreaElement).value === 'v3');
+
+  // A change while editing: the save is refused, nothing is overwritten.
+  await page.locator('#editor-value').fill('mine');
+  await etcdctl('put', '/console/app/db', 'theirs');
+  await page.locator('#editor-banner', { hasText: 'changed while you were editing' }).waitFor();
+  await page.locator('#save').click();
+  await page.locator('#editor-banner', { hasText: 'Not saved' }).waitFor();
+  t.equal(await etcdctl('get', '/console/app/db', '--print-value-only'), 'theirs\n', 'the other write stands');
+
+  // New key (created only if absent), then delete it.
+  await page.locator('#new-key input').fill('fresh');
+  await page.locator('#new-key button').click();
+  await page.locator('#editor-key', { hasText: '/console/app/fresh' }).waitFor();
+  t.equal(await etcdctl('get', '/console/app/fresh', '--keys-only'), '/console/app/fresh\n\n');
+  await page.locator('#delete').click();
+  await page.locator('#listing li.key a', { hasText: 'fresh' }).waitFor({ state: 'detached' });
+  t.equal(await etcdctl('get', '/console/app/fresh'), '', 'deleted in etcd');
+
+  // Cluster view: one row per endpoint, one per member.
+  await page.locator('#tab-cluster').click();
+  await page.waitForFunction(() => document.querySelectorAll('#endpoints tbody tr').length === 3);
+  t.equal(await page.locator('#members tbody tr').count(), 3);
+  t.same(problems, [], 'no script errors, no CSP violations');
+});
+
+t.test('the web console with authentication on: sign in as an etcd user, whose roles decide what it shows', async (t) => {
+  const { etcdctl } = cluster;
+  await etcdctl('user', 'add', 'root:rootpw');
+  await etcdctl('user', 'add', 'gateway:gwpw');
+  await etcdctl('user', 'grant-role', 'gateway', 'root');
+  await etcdctl('role', 'add', 'console-rw');
+  await etcdctl('role', 'grant-permission', 'console-rw', 'readwrite', '/console/', '--prefix=true');
+  await etcdctl('user', 'add', 'alice:alicepw');
+  await etcdctl('user', 'grant-role', 'alice', 'console-rw');
+  await etcdctl('auth', 'enable');
+  t.teardown(() => etcdctl('--user=root:rootpw', 'auth', 'disable'));
+  const authed = await buildTestApp(t, cluster.endpoints, {
+    AUTH_JWT_SECRET: 'browser-test-secret-that-is-at-least-32-chars',
+    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
+    ETCD_USERNAME: 'gateway',
+    ETCD_PASSWORD: 'gwpw',
+  });
+  const authedBase = await listen(authed);
+  const page = await browser.newPage();
+  await page.goto(`${authedBase}/ui/#${encodeURIComponent('/console/')}`);
+  await page.locator('#sign-in').waitFor();
+  await page.locator('#sign-in input[name=username]').fill('alice');
+  await page.locator('#sign-in input[name=password]').fill('wrong');
+  await page.locator('#sign-in button').click();
+  await page.locator('#sign-in-error', { hasText: 'wrong username or password' }).waitFor();
+
+  await page.locator('#sign-in input[name=password]').fill('alicepw');
+  await page.locator('#sign-in button').click();
+  await page.locator('#listing li.key a', { hasText: 'top' }).waitFor();
+  await page.locator('#live.on').waitFor();
+  t.ok(await page.evaluate(() => sessionStorage.getItem('etcd-gateway.token')?.split('.').length === 3), 'the token lives in sessionStorage');
+
+  // Live updates run as alice too.
+  await etcdctl('--user=root:rootpw', 'put', '/console/as-root', 'r');
+  await page.locator('#listing li.key a', { hasText: 'as-root' }).waitFor();
+
+  // etcd decides: alice may not list the whole keyspace; the cluster views (status, member list) etcd gives any user.
+  await page.locator('#crumbs a', { hasText: '(all keys)' }).click();
+  await page.locator('#listing-note', { hasText: 'permission denied' }).waitFor();
+  await page.locator('#tab-cluster').click();
+  await page.waitForFunction(() => document.querySelectorAll('#members tbody tr').length === 3);
+});

@@ -1056,4 +1056,14 @@ t.test('with authentication on: the caller is the etcd user, refusals are etcd e
     (err: { statusCode: number }) => err.statusCode,
   );
   t.equal(anonymous, 401, 'no token, no upgrade');
+
+  // A stream ends when the token that opened it expires.
+  const short = authed.jwt.sign({ sub: 'alice' }, { expiresIn: 2 });
+  const expiring = openRaw(base, 'POST /v3/watch', { 'transfer-encoding': 'chunked', authorization: short });
+  t.teardown(() => expiring.close());
+  expiring.send(`${JSON.stringify({ create_request: { key: b64('/app/exp') } })}\n`);
+  await expiring.waitChunks(1);
+  await expiring.waitChunks(2, 10_000);
+  await expiring.ended;
+  t.equal(JSON.parse(expiring.chunks[1]!).error.grpc_code, GrpcStatus.UNAUTHENTICATED, 'an error chunk, then the end');
 });

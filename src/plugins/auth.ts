@@ -139,7 +139,8 @@ export default fp<AuthPluginOptions>(
     const canSign = Boolean(opts.secret || privatePem);
     await app.register(fastifyJwt, {
       secret: opts.secret ?? ({ public: publicPem!, ...(privatePem ? { private: privatePem } : {}) } as { public: string; private: string }),
-      sign: { algorithm: algorithm as 'HS256', iss: opts.issuer, aud: opts.audience, expiresIn: opts.tokenTtlSeconds * 1000 },
+      // @fastify/jwt takes expiresIn in seconds (as jsonwebtoken did), clockTolerance in milliseconds.
+      sign: { algorithm: algorithm as 'HS256', iss: opts.issuer, aud: opts.audience, expiresIn: opts.tokenTtlSeconds },
       verify: {
         algorithms: [algorithm as 'HS256'],
         allowedIss: opts.issuer,
@@ -172,7 +173,7 @@ export default fp<AuthPluginOptions>(
         const exp = Math.min(Math.floor(Date.now() / 1000) + TICKET_TTL_SECONDS, caller.exp);
         const jti = crypto.randomUUID();
         return {
-          ticket: app.jwt.sign({ [opts.usernameClaim]: caller.username, typ: 'ticket', jti, ctx_exp: caller.exp }, { expiresIn: (exp - Math.floor(Date.now() / 1000)) * 1000 }),
+          ticket: app.jwt.sign({ [opts.usernameClaim]: caller.username, typ: 'ticket', jti, ctx_exp: caller.exp }, { expiresIn: Math.max(1, exp - Math.floor(Date.now() / 1000)) }),
           expiresIn: exp - Math.floor(Date.now() / 1000),
         };
       });

@@ -11,6 +11,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isUtf8 } from 'node:buffer';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
+import { atExpiry } from '../auth/expiry.js';
 import { checkOrigin } from '../auth/origin.js';
 import { campaign, proclaim, resign } from '../concurrency/election.js';
 import { acquire } from '../concurrency/mutex.js';
@@ -474,12 +475,23 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
   await app.register(async (streams) => {
     streams.removeAllContentTypeParsers();
     streams.addContentTypeParser('*', (_req, _payload, done) => done(null));
+    // A stream lives no longer than the gateway token that opened it.
+    const serve = (handler: StreamHandler, req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => {
+      if (req.caller) {
+        const cancel = atExpiry(req.caller.exp, () => {
+          sink.send(streamError(new V3Error(GrpcStatus.UNAUTHENTICATED, 'the token expired: open the stream again with a new one')));
+          sink.end();
+        });
+        sink.onClose(cancel);
+      }
+      handler(req, requests, sink);
+    };
     const stream = (path: string, summary: string, handler: StreamHandler) => {
       for (const prefix of PREFIXES) {
         streams.post(`${prefix}${path}`, { schema: schema(summary, prefix, true) }, async (req, reply) => {
-          handler(req, httpRequests(req, opts.bodyLimit), httpSink(reply));
+          serve(handler, req, httpRequests(req, opts.bodyLimit), httpSink(reply));
         });
-        websocketRoute(streams, `${prefix}${path}`, (socket, req) => handler(req, wsRequests(socket, opts.bodyLimit), wsSink(socket)));
+        websocketRoute(streams, `${prefix}${path}`, (socket, req) => serve(handler, req, wsRequests(socket, opts.bodyLimit), wsSink(socket)));
       }
     };
     stream('lease/keepalive', "Lease keep-alive stream (etcd's /v3 JSON protocol)", (req, requests, sink) => keepAliveStream(req, requests, sink));

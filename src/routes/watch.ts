@@ -14,6 +14,7 @@ import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
 import { SseStream, watchErrorMessage } from '../watch/sse.js';
 import { checkOrigin } from '../auth/origin.js';
+import { atExpiry } from '../auth/expiry.js';
 
 export interface WatchRoutesOptions {
   maxSubscriptions: number;
@@ -85,11 +86,11 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
       };
       clients.add(entry);
       // The socket lives no longer than the token that opened it.
-      const expiry = req.caller
-        ? setTimeout(() => {
+      const cancelExpiry = req.caller
+        ? atExpiry(req.caller.exp, () => {
             send({ type: 'error', status: 401, code: 'token_expired', message: 'the token expired: reconnect with a new one and resume', resume: resume() });
             socket.close(CLOSE_TOKEN_EXPIRED, 'token expired');
-          }, Math.max(0, req.caller.exp * 1000 - Date.now()))
+          })
         : undefined;
       let cut = false;
 
@@ -119,7 +120,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         subs.clear();
         clients.delete(entry);
         clearInterval(pinger);
-        clearTimeout(expiry);
+        cancelExpiry?.();
       };
 
       const subscribe = async (m: WatchSubscribe) => {

@@ -8,6 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WatchClientHandle } from '../plugins/watch-hub.js';
 import { toProblem } from '../errors.js';
 import type { WatchError } from './hub.js';
+import { atExpiry } from '../auth/expiry.js';
 
 export interface SseOptions {
   heartbeatMs: number;
@@ -35,7 +36,7 @@ export class SseStream {
   private opened = false;
   private ended = false;
   private readonly heartbeat: NodeJS.Timeout;
-  private readonly expiry: NodeJS.Timeout | undefined;
+  private readonly cancelExpiry: (() => void) | undefined;
   private readonly handle: WatchClientHandle;
   /** Called once when the stream ends, whatever ends it. */
   onEnd: (() => void) | undefined;
@@ -48,10 +49,7 @@ export class SseStream {
     this.heartbeat = setInterval(() => this.write(': heartbeat\n\n'), opts.heartbeatMs);
     this.heartbeat.unref();
     const caller = req.caller;
-    this.expiry = caller
-      ? setTimeout(() => this.fail({ status: 401, code: 'token_expired', message: 'the token expired' }), Math.max(0, caller.exp * 1000 - Date.now()))
-      : undefined;
-    this.expiry?.unref();
+    this.cancelExpiry = caller ? atExpiry(caller.exp, () => this.fail({ status: 401, code: 'token_expired', message: 'the token expired' })) : undefined;
     this.handle = {
       shutdown: () => this.end(),
       recheck: () => void opts.recheck?.().catch((err) => {
@@ -110,7 +108,7 @@ export class SseStream {
     if (this.ended) return;
     this.ended = true;
     clearInterval(this.heartbeat);
-    clearTimeout(this.expiry);
+    this.cancelExpiry?.();
     this.opts.clients.delete(this.handle);
     this.onEnd?.();
     if (this.opened) this.reply.raw.end();
