@@ -10,7 +10,8 @@ import t from 'tap';
 const tap = t;
 import { v3ErrorOf } from '../src/routes/v3.js';
 import { parseJson } from '../src/v3/protojson.js';
-import { buildTestApp, listen } from './helpers/app.js';
+import { buildApp } from '../src/app.js';
+import { buildTestApp, listen, testConfig } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 
 const cluster = await startCluster(t);
@@ -915,6 +916,26 @@ function openWsWithOrigin(origin: string): Promise<void> {
     socket.once('open', () => (socket.terminate(), resolve()));
   });
 }
+
+t.test('a shutdown ends every /v3 stream with an Unavailable error, so the gateway closes at once', async (t) => {
+  const doomed = await buildApp({ config: testConfig(), endpoints: cluster.endpoints, logging: false });
+  const base = await listen(doomed);
+  const http = openRaw(base, 'POST /v3/watch');
+  t.teardown(() => http.close());
+  http.send(`${JSON.stringify({ create_request: { key: b64('bye/k') } })}\n`);
+  await http.waitChunks(1);
+  const ws = await openWs(base, '/v3/watch');
+  t.teardown(() => ws.socket.terminate());
+  ws.send(JSON.stringify({ create_request: { key: b64('bye/k') } }));
+  await ws.waitMessages(1);
+  const started = Date.now();
+  await doomed.close();
+  t.ok(Date.now() - started < 3000, `closed in ${Date.now() - started} ms with a client still sending its body`);
+  await http.ended;
+  t.equal(JSON.parse(http.chunks[1]!).error.grpc_code, GrpcStatus.UNAVAILABLE);
+  t.equal(await ws.closed, 1001, 'going away');
+  t.equal(JSON.parse(ws.messages[1]!).error.grpc_code, GrpcStatus.UNAVAILABLE);
+});
 
 t.test('python3-etcd3gw, an existing etcd JSON-gateway client, works unchanged', async (t) => {
   const { execFile } = await import('node:child_process');

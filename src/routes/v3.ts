@@ -475,8 +475,18 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
   await app.register(async (streams) => {
     streams.removeAllContentTypeParsers();
     streams.addContentTypeParser('*', (_req, _payload, done) => done(null));
-    // A stream lives no longer than the gateway token that opened it.
     const serve = (handler: StreamHandler, req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => {
+      // A shutdown ends the stream as etcd's gateway ends one whose server
+      // went away (an Unavailable error chunk), so the server can close.
+      const handle = {
+        shutdown: () => {
+          sink.send(streamError(new V3Error(GrpcStatus.UNAVAILABLE, 'the gateway is shutting down')));
+          sink.end(true);
+        },
+      };
+      app.watchClients.add(handle);
+      sink.onClose(() => app.watchClients.delete(handle));
+      // A stream lives no longer than the gateway token that opened it.
       if (req.caller) {
         const cancel = atExpiry(req.caller.exp, () => {
           sink.send(streamError(new V3Error(GrpcStatus.UNAUTHENTICATED, 'the token expired: open the stream again with a new one')));

@@ -13,8 +13,8 @@ import { V3Error } from './protojson.js';
 export interface ChunkSink {
   /** One answer: a JSON line on HTTP, a text message on a websocket. */
   send(chunk: unknown): void;
-  /** The stream is over: the response ends, the socket closes normally. */
-  end(): void;
+  /** The stream is over: the response ends, the socket closes (1001 when the gateway is going away, else 1000). */
+  end(goingAway?: boolean): void;
   /** Cuts the client off at once (it stopped reading). */
   destroy(): void;
   /** Bytes written but not yet taken by the client's connection. */
@@ -95,7 +95,11 @@ export function httpSink(reply: FastifyReply): ChunkSink {
     send: (chunk) => {
       if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify(chunk)}\n`);
     },
-    end: () => {
+    end: (goingAway) => {
+      // A client still sending its body would hold the connection (and a
+      // shutdown) open: once the answer is out, the connection goes too.
+      const socket = res.socket;
+      if (goingAway && socket) res.once('finish', () => socket.destroy());
       if (!res.writableEnded) res.end();
     },
     destroy: () => res.destroy(),
@@ -149,7 +153,7 @@ export function wsSink(socket: WebSocket): ChunkSink {
     send: (chunk) => {
       if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(chunk), written);
     },
-    end: () => socket.close(1000),
+    end: (goingAway) => socket.close(goingAway ? 1001 : 1000),
     destroy: () => socket.terminate(),
     get buffered() {
       return socket.bufferedAmount;
