@@ -85,6 +85,17 @@ async function main(): Promise<void> {
         (i) => ({ method: 'PUT', path: `/v1/kv//bench/put/${i % 500}`, body: VALUE }),
         (i) => ({ method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key: b64(`/bench/put/${i % 500}`), value: b64(VALUE) }) }),
       ],
+      // The same /v3 request to both: etcd JSON-gateway clients moving behind the gateway.
+      [
+        '/v3 kv/range, same request',
+        () => ({ method: 'POST', path: '/v3/kv/range', body: JSON.stringify({ key: b64('/bench/key') }) }),
+        () => ({ method: 'POST', path: '/v3/kv/range', body: JSON.stringify({ key: b64('/bench/key') }) }),
+      ],
+      [
+        '/v3 kv/put, same request',
+        (i) => ({ method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key: b64(`/bench/put/${i % 500}`), value: b64(VALUE) }) }),
+        (i) => ({ method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key: b64(`/bench/put/${i % 500}`), value: b64(VALUE) }) }),
+      ],
       [
         'list 100 keys',
         () => ({ method: 'GET', path: '/v1/kv//bench/list/?prefix' }),

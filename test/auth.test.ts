@@ -352,7 +352,7 @@ t.test('leases belong to the subject that granted them through the gateway', asy
   t.equal((await app.inject({ method: 'POST', url: `/v1/leases/${outside}/keepalive`, headers: as('bob') })).statusCode, 200);
   // A TTL key's lease is its writer's.
   const ttlPut = await app.inject({ method: 'PUT', url: '/v1/kv//app/ttl-key?ttl=60', payload: 'x', headers: as('bob') });
-  t.equal(ttlPut.statusCode, 201);
+  t.equal(ttlPut.statusCode, 201, ttlPut.body);
   t.equal((await app.inject({ method: 'POST', url: `/v1/leases/${ttlPut.json().lease}/keepalive`, headers: as('alice') })).statusCode, 403);
 });
 
