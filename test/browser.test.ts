@@ -163,6 +163,26 @@ t.test('the web console (/ui): browse, edit with compare-and-swap, live updates,
   t.same(problems, [], 'no script errors, no CSP violations');
 });
 
+t.test('the web console pages a large directory at the gateway\'s listing limit', async (t) => {
+  const paged = await buildTestApp(t, cluster.endpoints, { LIST_MAX_KEYS: 3 });
+  const pagedBase = await listen(paged);
+  for (let i = 0; i < 7; i++) await cluster.etcdctl('put', `/paged/k${i}`, 'v');
+  await cluster.etcdctl('put', '/paged/sub/deep', 'v');
+  const page = await browser.newPage();
+  await page.goto(`${pagedBase}/ui/#${encodeURIComponent('/paged/')}`);
+  await page.waitForFunction(() => document.querySelectorAll('#listing li').length === 3);
+  await page.locator('#listing-note button.more').click();
+  await page.waitForFunction(() => document.querySelectorAll('#listing li').length === 6);
+  await page.locator('#listing-note button.more').click();
+  await page.waitForFunction(() => document.querySelectorAll('#listing li').length === 8);
+  t.same(
+    await page.locator('#listing li a').allTextContents(),
+    ['k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'sub/'],
+    'every child once, in key order, across pages',
+  );
+  t.equal(await page.locator('#listing-note button.more').count(), 0, 'no more after the last page');
+});
+
 t.test('the web console with authentication on: sign in as an etcd user, whose roles decide what it shows', async (t) => {
   const { etcdctl } = cluster;
   await etcdctl('user', 'add', 'root:rootpw');

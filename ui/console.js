@@ -146,25 +146,25 @@ function renderCrumbs() {
   }
 }
 
-async function loadListing() {
-  renderCrumbs();
-  let listing;
-  try {
-    listing = await json(`${kvPath(state.prefix)}?separator=/`);
-  } catch (err) {
-    $('listing').replaceChildren();
-    $('listing-note').textContent = err.message;
-    return;
-  }
-  state.revision = Math.max(state.revision, listing.revision);
-  const items = [];
+const utf8 = new TextEncoder();
+/** etcd's key order: bytes, not UTF-16 code units. */
+function byteOrder(a, b) {
+  const x = utf8.encode(a);
+  const y = utf8.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+/** The list items of one page of a directory listing, sub-prefixes and keys together in key order (as pages come). */
+function listItems(listing) {
+  const entries = [];
   for (const p of listing.prefixes ?? []) {
     if (p.key === undefined) continue; // not UTF-8: not addressable from here
-    items.push(el('li', { className: 'dir' }, el('a', { href: '#', textContent: p.key.slice(state.prefix.length), onclick: (e) => (e.preventDefault(), go(p.key)) })));
+    entries.push([p.key, el('li', { className: 'dir' }, el('a', { href: '#', textContent: p.key.slice(state.prefix.length), onclick: (e) => (e.preventDefault(), go(p.key)) }))]);
   }
   for (const kv of listing.kvs) {
     if (kv.key === undefined) {
-      items.push(el('li', { className: 'binary', textContent: `(binary key ${kv.key_base64})` }));
+      entries.push(['', el('li', { className: 'binary', textContent: `(binary key ${kv.key_base64})` })]);
       continue;
     }
     const name = kv.key.slice(state.prefix.length) || kv.key;
@@ -172,10 +172,45 @@ async function loadListing() {
     const li = el('li', { className: 'key' }, link, el('span', { className: 'rev', textContent: ` rev ${kv.mod_revision}` }));
     li.dataset.key = kv.key;
     if (state.open?.key === kv.key) li.classList.add('selected');
-    items.push(li);
+    entries.push([kv.key, li]);
   }
-  $('listing').replaceChildren(...items);
-  $('listing-note').textContent = items.length === 0 ? 'no keys under this prefix' : listing.more ? `showing the first ${listing.kvs.length} of ${listing.count}` : '';
+  return entries.sort((a, b) => byteOrder(a[0], b[0])).map(([, li]) => li);
+}
+
+/** Lists the prefix shown, one page (the gateway's LIST_MAX_KEYS) at a time. */
+async function loadListing() {
+  renderCrumbs();
+  const list = $('listing');
+  const note = $('listing-note');
+  let listing;
+  try {
+    listing = await json(`${kvPath(state.prefix)}?separator=/`);
+  } catch (err) {
+    list.replaceChildren();
+    note.replaceChildren(err.message);
+    return;
+  }
+  state.revision = Math.max(state.revision, listing.revision);
+  list.replaceChildren(...listItems(listing));
+  const showMore = (page) => {
+    note.replaceChildren();
+    if (list.children.length === 0) note.append('no keys under this prefix');
+    if (!page.more || !page.next) return;
+    // Further pages continue at the first page's revision (the cursor says which).
+    const more = el('button', { type: 'button', className: 'more', textContent: 'more…' });
+    more.onclick = async () => {
+      more.disabled = true;
+      try {
+        const next = await json(`${kvPath(state.prefix)}?separator=/&cursor=${encodeURIComponent(page.next)}`);
+        list.append(...listItems(next));
+        showMore(next);
+      } catch (err) {
+        note.replaceChildren(err.message);
+      }
+    };
+    note.append(more);
+  };
+  showMore(listing);
 }
 
 function go(prefix) {
