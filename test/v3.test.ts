@@ -13,6 +13,7 @@ import { parseJson } from '../src/v3/protojson.js';
 import { buildApp } from '../src/app.js';
 import { buildTestApp, listen, testConfig } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
+import { nextEvent } from './helpers/etcd-waits.js';
 
 const cluster = await startCluster(t);
 const app = await buildTestApp(t, cluster.endpoints, { BODY_LIMIT: 64 * 1024 });
@@ -858,6 +859,30 @@ t.test('websockets on /v3 paths: the same lines as etcd, one per message', async
   t.equal(plain.status, 405);
   t.equal(plain.headers.get('allow'), 'POST');
   t.equal((await plain.json()).code, GrpcStatus.UNIMPLEMENTED);
+});
+
+t.test('locks over a websocket: one answer once held; a socket closed while waiting leaves nothing behind', async (t) => {
+  const l1 = (await v3('/v3/lease/grant', { TTL: 30 })).body.ID as string;
+  const holder = await v3('/v3/lock/lock', { name: b64('lkws'), lease: l1 });
+  const queued = await nextEvent(app.etcd, 'lkws/', 'put');
+  const waiter = await openWs(gw, '/v3/lock/lock');
+  waiter.send(JSON.stringify({ name: b64('lkws') }));
+  const place = await queued.event;
+  const removed = await nextEvent(app.etcd, 'lkws/', 'delete');
+  waiter.socket.close();
+  t.equal((await removed.event).key.toString(), place.key.toString(), 'its place in line is deleted when the socket closes');
+  t.equal(await etcdctl('get', '--prefix', 'lkws/', '--keys-only'), `${unb64(holder.body.key)}\n\n`, 'only the holder is left');
+
+  await v3('/v3/lock/unlock', { key: holder.body.key });
+  const ws = await openWs(gw, '/v3/lock/lock');
+  ws.send(JSON.stringify({ name: b64('lkws'), lease: l1 }));
+  const [answer] = await ws.waitMessages(1);
+  t.equal(unb64(JSON.parse(answer!).key), `lkws/${BigInt(l1).toString(16)}`);
+  t.equal(await ws.closed, 1000);
+  const unlock = await openWs(gw, '/v3/lock/unlock');
+  unlock.send(JSON.stringify({ key: JSON.parse(answer!).key }));
+  await unlock.waitMessages(1);
+  t.equal(await etcdctl('get', '--prefix', 'lkws/'), '', 'unlocked over a websocket too');
 });
 
 t.test('election observe: the leader now and at each change, as etcd v3election streams it', async (t) => {

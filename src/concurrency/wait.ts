@@ -10,6 +10,29 @@ export interface WaitScope {
   gone(): boolean;
 }
 
+/** Whoever waits for the answer: tells when it has gone away. */
+export interface WaitClient {
+  /** Calls `fn` if the client goes away; returns the function that stops watching. */
+  onGone(fn: () => void): () => void;
+}
+
+/**
+ * An HTTP request waiting for its response. The response, not the request:
+ * Node emits the request's 'close' as soon as its body has been read, while
+ * the response's 'close' before it was finished means the connection went away.
+ */
+function replyClient(reply: FastifyReply): WaitClient {
+  return {
+    onGone(fn) {
+      const onClose = () => {
+        if (!reply.raw.writableFinished) fn();
+      };
+      reply.raw.on('close', onClose);
+      return () => reply.raw.off('close', onClose);
+    },
+  };
+}
+
 /** The waits of one route plugin. */
 export class Waits {
   private readonly closing = new AbortController();
@@ -25,27 +48,23 @@ export class Waits {
     });
   }
 
-  run<T>(reply: FastifyReply, opts: { timeoutSeconds?: number; onTimeout: () => Problem }, wait: (scope: WaitScope) => Promise<T>): Promise<T> {
+  run<T>(client: FastifyReply | WaitClient, opts: { timeoutSeconds?: number; onTimeout: () => Problem }, wait: (scope: WaitScope) => Promise<T>): Promise<T> {
     const ac = new AbortController();
     let gone = false;
     const timer =
       opts.timeoutSeconds === undefined ? undefined : setTimeout(() => ac.abort(opts.onTimeout()), opts.timeoutSeconds * 1000);
-    // The response, not the request: Node emits the request's 'close' as soon
-    // as its body has been read, while the response's 'close' before it was
-    // finished means the connection went away.
     const onClose = () => {
-      if (reply.raw.writableFinished) return;
       gone = true;
       ac.abort(new Problem(499, 'client_closed_request', 'the client disconnected while waiting'));
     };
+    const stopWatching = ('onGone' in client ? client : replyClient(client)).onGone(onClose);
     const onShutdown = () =>
       ac.abort(new Problem(503, 'shutting_down', 'the gateway is shutting down', { headers: { 'retry-after': '1' } }));
-    reply.raw.on('close', onClose);
     if (this.closing.signal.aborted) onShutdown();
     else this.closing.signal.addEventListener('abort', onShutdown, { once: true });
     const done = wait({ signal: ac.signal, gone: () => gone }).finally(() => {
       clearTimeout(timer);
-      reply.raw.off('close', onClose);
+      stopWatching();
       this.closing.signal.removeEventListener('abort', onShutdown);
       this.running.delete(done);
     });

@@ -7,7 +7,7 @@
 // (src/v3/streams.ts). Errors are etcd's error body, not problem+json.
 import { status as GrpcStatus, type ClientDuplexStream, type ClientReadableStream } from '@grpc/grpc-js';
 import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, ISnapshotResponse } from 'etcd3';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isUtf8 } from 'node:buffer';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
@@ -16,7 +16,7 @@ import { checkOrigin } from '../auth/origin.js';
 import { campaign, proclaim, resign } from '../concurrency/election.js';
 import { acquire } from '../concurrency/mutex.js';
 import { DEFAULT_TTL, GrantedLeases, revokeQuietly, type SessionDeps } from '../concurrency/session.js';
-import { Waits } from '../concurrency/wait.js';
+import { Waits, type WaitClient } from '../concurrency/wait.js';
 import type { EtcdScope } from '../etcd/connection.js';
 import { isGrpcError, Problem, toProblem } from '../errors.js';
 import { leaseHex, num, prefixEnd, type KeyValueJson } from '../kv/codec.js';
@@ -371,52 +371,28 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
       }
     }
 
-    // etcd's v3lock service: the same keys (`<name>/<lease %x>`) and line as
-    // etcdctl lock and the gateway's /v1/locks. Lock waits until held; a
-    // request without a lease gets one the gateway grants and keeps alive
-    // while waiting, as etcd's server-side session does.
+    // etcd's v3lock and v3election services, on the same keys
+    // (`<name>/<lease %x>`) and lines as etcdctl lock / elect and the
+    // gateway's /v1/locks and /v1/elections. Lock and campaign wait until
+    // held or won; a request without a lease gets one the gateway grants and
+    // keeps alive while waiting, as etcd's server-side session does. A wait
+    // ends, leaving nothing behind, when its client goes away.
     // The shared session code words an unknown lease its own way; etcd's text here.
     const etcdLeaseError = (err: unknown): unknown =>
       err instanceof Problem && err.code === 'lease_not_found' ? new V3Error(GrpcStatus.NOT_FOUND, 'etcdserver: requested lease not found') : err;
+    // etcd's election errors are plain Go errors (gRPC Unknown, HTTP 500) with these texts.
+    const electionError = (err: unknown): unknown => {
+      const code = err instanceof Problem ? err.code : undefined;
+      if (code === 'election_no_leader') return new V3Error(GrpcStatus.UNKNOWN, 'election: no leader');
+      if (code === 'election_not_leader' || code === 'not_a_candidate' || code === 'invalid_key') return new V3Error(GrpcStatus.UNKNOWN, 'election: not leader');
+      return err;
+    };
     const lockDeps = (req: FastifyRequest): SessionDeps => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log });
     const granted = new GrantedLeases();
     const waits = new Waits(unary);
-    for (const prefix of PREFIXES) {
-      unary.post(`${prefix}lock/lock`, { schema: schema("etcd lock/lock (etcd's /v3 JSON protocol)", prefix) }, async (req, reply) => {
-        const request = parseBody('LockRequest', req.body as Buffer | undefined);
-        const name = (request.name as Buffer | undefined) ?? Buffer.alloc(0);
-        if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'lock names must be valid UTF-8 here');
-        const lease = request.lease as string | undefined;
-        const choice = lease && lease !== '0' ? { lease: leaseHex(lease)! } : { ttl: DEFAULT_TTL };
-        const held = await waits.run(
-          reply,
-          // etcd's Lock has no timeout of its own: it waits until held or the client leaves.
-          { onTimeout: () => new Problem(504, 'lock_timeout', 'the lock was not acquired in time') },
-          (scope) => acquire(lockDeps(req), granted, name.toString('utf8'), choice, scope),
-        ).catch((err: unknown) => {
-          throw etcdLeaseError(err);
-        });
-        return reply.type('application/json').send(encodeMessage('LockResponse', { header: held.header, key: Buffer.from(held.key) }));
-      });
-      unary.post(`${prefix}lock/unlock`, { schema: schema("etcd lock/unlock (etcd's /v3 JSON protocol)", prefix) }, async (req, reply) => {
-        const request = parseBody('UnlockRequest', req.body as Buffer | undefined);
-        const key = (request.key as Buffer | undefined) ?? Buffer.alloc(0);
-        // etcd's Unlock is a plain delete of the key, with no error when it is gone.
-        const res = await req.etcd.kv.deleteRange({ key });
-        const ownLease = granted.take(key.toString('utf8'));
-        if (ownLease) await revokeQuietly(lockDeps(req), ownLease);
-        return reply.type('application/json').send(encodeMessage('HeaderOnly', res));
-      });
-    }
-
-    // etcd's v3election service on the same keys (`<name>/<lease %x>`) as
-    // etcdctl elect and /v1/elections. etcd's election errors are plain Go
-    // errors (gRPC Unknown, HTTP 500) with these texts.
-    const electionError = (err: unknown, notLeader: string): unknown => {
-      const code = err instanceof Problem ? err.code : undefined;
-      if (code === 'election_no_leader') return new V3Error(GrpcStatus.UNKNOWN, 'election: no leader');
-      if (code === 'election_not_leader' || code === 'not_a_candidate' || code === 'invalid_key') return new V3Error(GrpcStatus.UNKNOWN, notLeader);
-      return err;
+    const leaseChoice = (request: Record<string, unknown>) => {
+      const lease = request.lease as string | undefined;
+      return lease && lease !== '0' ? { lease: leaseHex(lease)! } : { ttl: DEFAULT_TTL };
     };
     const leaderKey = (request: Record<string, unknown>) => {
       const l = (request.leader as Record<string, unknown> | undefined) ?? {};
@@ -425,46 +401,101 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
       if (!isUtf8(name) || !isUtf8(key)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names and keys must be valid UTF-8 here');
       return { name: name.toString('utf8'), key: key.toString('utf8'), rev: l.rev === undefined ? undefined : num(l.rev as string) };
     };
-    for (const prefix of PREFIXES) {
-      unary.post(`${prefix}election/campaign`, { schema: schema("etcd election/campaign (etcd's /v3 JSON protocol)", prefix) }, async (req, reply) => {
-        const request = parseBody('CampaignRequest', req.body as Buffer | undefined);
-        const name = utf8Name(request.name);
-        const lease = request.lease as string | undefined;
-        const choice = lease && lease !== '0' ? { lease: leaseHex(lease)! } : { ttl: DEFAULT_TTL };
-        const won = await waits.run(
-          reply,
-          { onTimeout: () => new Problem(504, 'campaign_timeout', 'the campaign did not win in time') },
-          (scope) => campaign(lockDeps(req), granted, name, (request.value as Buffer | undefined) ?? Buffer.alloc(0), choice, scope),
-        ).catch((err: unknown) => {
-          throw etcdLeaseError(err);
-        });
-        const leader = { name: Buffer.from(name), key: Buffer.from(won.key), rev: String(won.revision), lease: won.lease ? BigInt.asIntN(64, BigInt(`0x${won.lease}`)).toString() : '0' };
-        return reply.type('application/json').send(encodeMessage('CampaignResponse', { header: won.header, leader }));
-      });
-      unary.post(`${prefix}election/leader`, { schema: schema("etcd election/leader (etcd's /v3 JSON protocol)", prefix) }, async (req, reply) => {
-        const request = parseBody('LeaderRequest', req.body as Buffer | undefined);
-        const pfx = Buffer.from(`${utf8Name(request.name)}/`);
-        // The leader is the candidate created first, as etcd's Leader reads it.
-        const res = await req.etcd.kv.range({ key: pfx, range_end: prefixEnd(pfx), sort_order: SortOrder.Ascend, sort_target: SortTarget.Create, limit: 1 });
-        if (res.kvs.length === 0) throw new V3Error(GrpcStatus.UNKNOWN, 'election: no leader');
-        return reply.type('application/json').send(encodeMessage('LeaderResponse', { header: res.header, kv: res.kvs[0] }));
-      });
-      unary.post(`${prefix}election/proclaim`, { schema: schema("etcd election/proclaim (etcd's /v3 JSON protocol)", prefix) }, async (req, reply) => {
-        const request = parseBody('ProclaimRequest', req.body as Buffer | undefined);
-        const l = leaderKey(request);
-        const res = await proclaim(req.etcd, l.name, l.key, l.rev, (request.value as Buffer | undefined) ?? Buffer.alloc(0)).catch((err: unknown) => {
-          throw electionError(err, 'election: not leader');
-        });
-        return reply.type('application/json').send(encodeMessage('HeaderOnly', res));
-      });
-      unary.post(`${prefix}election/resign`, { schema: schema("etcd election/resign (etcd's /v3 JSON protocol)", prefix) }, async (req, reply) => {
-        const request = parseBody('ResignRequest', req.body as Buffer | undefined);
-        const l = leaderKey(request);
-        const res = await resign(lockDeps(req), granted, l.name, l.key, l.rev).catch((err: unknown) => {
-          throw electionError(err, 'election: not leader');
-        });
-        return reply.type('application/json').send(encodeMessage('HeaderOnly', res));
-      });
+    type Client = FastifyReply | WaitClient;
+    const CONCURRENCY: { path: string; request: string; call: (req: FastifyRequest, request: Record<string, unknown>, client: Client) => Promise<unknown> }[] = [
+      {
+        path: 'lock/lock',
+        request: 'LockRequest',
+        call: async (req, request, client) => {
+          const name = (request.name as Buffer | undefined) ?? Buffer.alloc(0);
+          if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'lock names must be valid UTF-8 here');
+          const held = await waits
+            .run(
+              client,
+              // etcd's Lock has no timeout of its own: it waits until held or the client leaves.
+              { onTimeout: () => new Problem(504, 'lock_timeout', 'the lock was not acquired in time') },
+              (scope) => acquire(lockDeps(req), granted, name.toString('utf8'), leaseChoice(request), scope),
+            )
+            .catch((err: unknown) => {
+              throw etcdLeaseError(err);
+            });
+          return encodeMessage('LockResponse', { header: held.header, key: Buffer.from(held.key) });
+        },
+      },
+      {
+        path: 'lock/unlock',
+        request: 'UnlockRequest',
+        call: async (req, request) => {
+          const key = (request.key as Buffer | undefined) ?? Buffer.alloc(0);
+          // etcd's Unlock is a plain delete of the key, with no error when it is gone.
+          const res = await req.etcd.kv.deleteRange({ key });
+          const ownLease = granted.take(key.toString('utf8'));
+          if (ownLease) await revokeQuietly(lockDeps(req), ownLease);
+          return encodeMessage('HeaderOnly', res);
+        },
+      },
+      {
+        path: 'election/campaign',
+        request: 'CampaignRequest',
+        call: async (req, request, client) => {
+          const name = utf8Name(request.name);
+          const won = await waits
+            .run(
+              client,
+              { onTimeout: () => new Problem(504, 'campaign_timeout', 'the campaign did not win in time') },
+              (scope) => campaign(lockDeps(req), granted, name, (request.value as Buffer | undefined) ?? Buffer.alloc(0), leaseChoice(request), scope),
+            )
+            .catch((err: unknown) => {
+              throw etcdLeaseError(err);
+            });
+          const leader = { name: Buffer.from(name), key: Buffer.from(won.key), rev: String(won.revision), lease: won.lease ? BigInt.asIntN(64, BigInt(`0x${won.lease}`)).toString() : '0' };
+          return encodeMessage('CampaignResponse', { header: won.header, leader });
+        },
+      },
+      {
+        path: 'election/leader',
+        request: 'LeaderRequest',
+        call: async (req, request) => {
+          const pfx = Buffer.from(`${utf8Name(request.name)}/`);
+          // The leader is the candidate created first, as etcd's Leader reads it.
+          const res = await req.etcd.kv.range({ key: pfx, range_end: prefixEnd(pfx), sort_order: SortOrder.Ascend, sort_target: SortTarget.Create, limit: 1 });
+          if (res.kvs.length === 0) throw new V3Error(GrpcStatus.UNKNOWN, 'election: no leader');
+          return encodeMessage('LeaderResponse', { header: res.header, kv: res.kvs[0] });
+        },
+      },
+      {
+        path: 'election/proclaim',
+        request: 'ProclaimRequest',
+        call: async (req, request) => {
+          const l = leaderKey(request);
+          const res = await proclaim(req.etcd, l.name, l.key, l.rev, (request.value as Buffer | undefined) ?? Buffer.alloc(0)).catch((err: unknown) => {
+            throw electionError(err);
+          });
+          return encodeMessage('HeaderOnly', res);
+        },
+      },
+      {
+        path: 'election/resign',
+        request: 'ResignRequest',
+        call: async (req, request) => {
+          const l = leaderKey(request);
+          const res = await resign(lockDeps(req), granted, l.name, l.key, l.rev).catch((err: unknown) => {
+            throw electionError(err);
+          });
+          return encodeMessage('HeaderOnly', res);
+        },
+      },
+    ];
+    for (const route of CONCURRENCY) {
+      for (const prefix of PREFIXES) {
+        const url = `${prefix}${route.path}`;
+        unary.post(url, { schema: schema(`etcd ${route.path} (etcd's /v3 JSON protocol)`, prefix) }, async (req, reply) =>
+          reply.type('application/json').send(await route.call(req, parseBody(route.request, req.body as Buffer | undefined), reply)),
+        );
+        websocketRoute(unary, url, (socket, req) =>
+          unaryOverWebsocket(socket, opts.bodyLimit, (line) => route.call(req, decodeMessage(route.request, parseJson(line)), socketClient(socket))),
+        );
+      }
     }
   });
 
@@ -511,6 +542,16 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
       observeStream(app, req, requests, sink, opts),
     );
   });
+}
+
+/** A websocket waiting for its one answer (a lock, a campaign): gone when it closes first. */
+function socketClient(socket: WebSocket): WaitClient {
+  return {
+    onGone(fn) {
+      socket.once('close', fn);
+      return () => socket.off('close', fn);
+    },
+  };
 }
 
 type StreamHandler = (req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => void;
