@@ -131,6 +131,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(authPlugin, {
     secret: config.AUTH_JWT_SECRET,
     publicKeyFile: config.AUTH_JWT_PUBLIC_KEY_FILE,
+    jwksUrl: config.AUTH_JWKS_URL,
     privateKeyFile: config.AUTH_JWT_PRIVATE_KEY_FILE,
     issuer: config.AUTH_JWT_ISSUER,
     audience: config.AUTH_JWT_AUDIENCE,

@@ -52,6 +52,13 @@ export const ConfigSchema = Type.Object({
   AUTH_JWT_PUBLIC_KEY_FILE: Type.Optional(
     Type.String({ minLength: 1, description: 'PEM public key (RSA → RS256, EC P-256 → ES256) for callers\' JWTs. Turns authentication on.' }),
   ),
+  AUTH_JWKS_URL: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "An identity provider's JSON Web Key Set URL (its jwks_uri): callers' JWTs are verified with the key their kid names (RS/PS/ES/EdDSA). Turns authentication on. Add AUTH_JWT_SECRET for the gateway's own tokens and SSE tickets.",
+    }),
+  ),
   AUTH_JWT_PRIVATE_KEY_FILE: Type.Optional(
     Type.String({ minLength: 1, description: 'PEM private key matching AUTH_JWT_PUBLIC_KEY_FILE, so that POST /v1/auth/token can issue tokens.' }),
   ),

@@ -19,7 +19,7 @@ async function main(): Promise<void> {
   }
   assertSafeExposure({
     host: config.HOST,
-    authEnabled: Boolean(config.AUTH_JWT_SECRET || config.AUTH_JWT_PUBLIC_KEY_FILE),
+    authEnabled: Boolean(config.AUTH_JWT_SECRET || config.AUTH_JWT_PUBLIC_KEY_FILE || config.AUTH_JWKS_URL),
     allowInsecurePublic: config.ALLOW_INSECURE_PUBLIC,
   });
 

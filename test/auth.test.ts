@@ -2,7 +2,9 @@
 // The expected answer of every cell of the permission matrix is what etcd
 // itself answers the same user (etcdctl --user), not a table of our own.
 import { execFile } from 'node:child_process';
-import { createHmac, generateKeyPairSync, sign as rsaSign } from 'node:crypto';
+import { createHmac, generateKeyPairSync, sign as rsaSign, type KeyObject } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -174,6 +176,88 @@ t.test('bad tokens are 401 with WWW-Authenticate', async (t) => {
   t.equal((await rsApp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${rs256}` } })).statusCode, 200, 'a good RS256 token');
   const confused = hs256(claimsFor('alice'), publicKey.export({ type: 'spki', format: 'pem' }).toString(), { alg: 'HS256', typ: 'JWT' });
   t.equal((await rsApp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${confused}` } })).statusCode, 401, 'HS256 signed with the public key');
+});
+
+t.test('an identity provider\'s JWKS (AUTH_JWKS_URL): keys by kid, rotation, and every bad token still 401', async (t) => {
+  // The provider: a JWKS endpoint on loopback whose key set the test rotates.
+  const keyA = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const keyB = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = (k: KeyObject, kid: string, alg: string) => ({ ...k.export({ format: 'jwk' }), kid, alg, use: 'sig' });
+  let published = [jwk(keyA.publicKey, 'a', 'RS256')];
+  let fetches = 0;
+  const provider = createServer((req, res) => {
+    fetches++;
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ keys: published }));
+  });
+  await new Promise<void>((r) => provider.listen(0, '127.0.0.1', r));
+  t.teardown(() => provider.close());
+  const jwksUrl = `http://127.0.0.1:${(provider.address() as AddressInfo).port}/keys`;
+  const signed = (claims: Record<string, unknown>, key: KeyObject, header: Record<string, unknown>) => {
+    const input = `${b64(header)}.${b64(claims)}`;
+    const sig = header.alg === 'ES256' ? rsaSign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }) : rsaSign('sha256', Buffer.from(input), key);
+    return `${input}.${sig.toString('base64url')}`;
+  };
+  const idp = await buildTestApp(t, cluster.endpoints, {
+    AUTH_JWKS_URL: jwksUrl,
+    AUTH_JWT_SECRET: SECRET,
+    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
+    ETCD_USERNAME: 'gateway',
+    ETCD_PASSWORD: 'gwpw',
+  });
+  const status = async (token: string) => (await idp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${token}` } })).statusCode;
+
+  t.equal(await status(signed(claimsFor('alice'), keyA.privateKey, { alg: 'RS256', kid: 'a' })), 200, 'a token signed with the provider\'s key a');
+  t.equal(await status(signed(claimsFor('eve'), keyA.privateKey, { alg: 'RS256', kid: 'a' })), 403, 'its subject is the etcd user: etcd refuses eve');
+  t.equal(await status(tokenFor('alice')), 200, "the gateway's own HS256 tokens (AUTH_JWT_SECRET) still work beside the provider's");
+  const ticket = (await idp.inject({ method: 'POST', url: '/v1/auth/ticket', headers: { authorization: `Bearer ${signed(claimsFor('alice'), keyA.privateKey, { alg: 'RS256', kid: 'a' })}` } })).json();
+  t.ok(ticket.ticket, 'a provider-token holder gets an SSE ticket');
+
+  const bad: [string, string][] = [
+    ['signed by a key the provider does not publish, claiming kid a', signed(claimsFor('alice'), stranger.privateKey, { alg: 'RS256', kid: 'a' })],
+    ['an unknown kid', signed(claimsFor('alice'), stranger.privateKey, { alg: 'RS256', kid: 'zzz' })],
+    ['expired', signed(claimsFor('alice', { exp: now() - 120 }), keyA.privateKey, { alg: 'RS256', kid: 'a' })],
+    ['wrong issuer', signed(claimsFor('alice', { iss: 'elsewhere' }), keyA.privateKey, { alg: 'RS256', kid: 'a' })],
+    ['wrong audience', signed(claimsFor('alice', { aud: 'elsewhere' }), keyA.privateKey, { alg: 'RS256', kid: 'a' })],
+    ['alg none', `${b64({ alg: 'none', kid: 'a' })}.${b64(claimsFor('alice'))}.`],
+    ['HS256 signed with another secret', hs256(claimsFor('alice'), 'another-secret-another-secret-another-secret')],
+    ['HS256 signed with the provider\'s public key', hs256(claimsFor('alice'), keyA.publicKey.export({ type: 'spki', format: 'pem' }).toString())],
+  ];
+  for (const [name, token] of bad) t.equal(await status(token), 401, name);
+
+  // Rotation: the provider publishes key b (EC). Within 30 s of its last
+  // fetch the gateway does not fetch again, even for a kid it does not know:
+  // made-up key ids cannot make it hammer the provider.
+  published = [jwk(keyA.publicKey, 'a', 'RS256'), jwk(keyB.publicKey, 'b', 'ES256')];
+  const before = fetches;
+  const rotated = signed(claimsFor('alice'), keyB.privateKey, { alg: 'ES256', kid: 'b' });
+  t.equal(await status(rotated), 401, 'a new kid within the cooldown waits');
+  for (let i = 0; i < 20; i++) await status(signed(claimsFor('alice'), stranger.privateKey, { alg: 'RS256', kid: `made-up-${i}` }));
+  t.equal(fetches, before, 'no fetch for made-up key ids within the cooldown');
+  // A gateway that has not fetched lately takes the new key at once.
+  const fresh = await buildTestApp(t, cluster.endpoints, {
+    AUTH_JWKS_URL: jwksUrl,
+    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
+    ETCD_USERNAME: 'gateway',
+    ETCD_PASSWORD: 'gwpw',
+  });
+  const freshStatus = async (token: string) => (await fresh.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${token}` } })).statusCode;
+  t.equal(await freshStatus(rotated), 200, 'the rotated-in ES256 key b');
+  t.equal(await freshStatus(signed(claimsFor('alice'), keyA.privateKey, { alg: 'RS256', kid: 'a' })), 200, 'and key a beside it');
+  t.equal(fetches, before + 1, 'one fetch');
+  t.equal((await fresh.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'alice', password: 'pw-alice' } })).statusCode, 404, 'with the JWKS alone the gateway issues no tokens');
+
+  // A provider that cannot be reached: 503, not 401.
+  const unreachable = await buildTestApp(t, cluster.endpoints, {
+    AUTH_JWKS_URL: 'http://127.0.0.1:1/keys',
+    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
+    ETCD_USERNAME: 'gateway',
+    ETCD_PASSWORD: 'gwpw',
+  });
+  const down = await unreachable.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${signed(claimsFor('alice'), keyA.privateKey, { alg: 'RS256', kid: 'a' })}` } });
+  t.equal(down.statusCode, 503, down.body);
+  t.equal(down.json().code, 'jwks_unavailable');
 });
 
 t.test('auth changes take effect at once', async (t) => {

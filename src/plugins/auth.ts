@@ -9,6 +9,7 @@
 // encapsulation, never by comparing URLs). With authentication off the hook
 // is not installed and req.etcd is the gateway's own identity.
 import fastifyJwt from '@fastify/jwt';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { createPublicKey } from 'node:crypto';
@@ -23,6 +24,8 @@ export interface AuthPluginOptions {
   rolesClaim?: string;
   secret?: string;
   publicKeyFile?: string;
+  /** An identity provider's JSON Web Key Set: callers' tokens are verified with its keys. */
+  jwksUrl?: string;
   privateKeyFile?: string;
   issuer: string;
   audience: string;
@@ -83,6 +86,54 @@ function algorithmOf(pem: string): string {
   throw new Error(`AUTH_JWT_PUBLIC_KEY_FILE: unsupported key type ${key.asymmetricKeyType}`);
 }
 
+/** What a JWKS may sign with: asymmetric algorithms only (never HS*, never none). */
+const JWKS_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+
+/**
+ * Verification with an identity provider's keys (jose): the key is the one
+ * the token's `kid` names in the JWKS, which is fetched again when an unknown
+ * `kid` appears (key rotation) but at most every 30 s, so tokens with made-up
+ * key ids cannot make the gateway hammer the provider. A provider that does
+ * not answer is the gateway's problem (503), not the caller's (401).
+ */
+function jwksVerifier(url: string, opts: AuthPluginOptions): (token: string) => Promise<Record<string, unknown>> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new Error(`AUTH_JWKS_URL: not a URL (${url})`);
+  }
+  if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') throw new Error('AUTH_JWKS_URL: must be an http(s) URL');
+  const keys = createRemoteJWKSet(parsed, { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+  return async (token) => {
+    try {
+      const { payload } = await jwtVerify(token, keys, {
+        algorithms: JWKS_ALGORITHMS,
+        issuer: opts.issuer,
+        audience: opts.audience,
+        requiredClaims: ['exp'],
+        clockTolerance: 30,
+      });
+      return payload as Record<string, unknown>;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JOSE_GENERIC' || err instanceof TypeError) {
+        throw new Problem(503, 'jwks_unavailable', 'the identity provider\'s keys (AUTH_JWKS_URL) cannot be fetched', { headers: { 'retry-after': '5' } });
+      }
+      throw err;
+    }
+  };
+}
+
+/** The `alg` a token's header names (undefined for garbage). */
+function algorithmOfToken(token: string): string | undefined {
+  try {
+    return decodeProtectedHeader(token).alg;
+  } catch {
+    return undefined;
+  }
+}
+
 function tokenFrom(req: FastifyRequest): { token: string; ticket: boolean } | undefined {
   const header = req.headers.authorization;
   if (header) {
@@ -109,7 +160,7 @@ function tokenFrom(req: FastifyRequest): { token: string; ticket: boolean } | un
 
 export default fp<AuthPluginOptions>(
   async (app, opts) => {
-    const enabled = Boolean(opts.secret || opts.publicKeyFile);
+    const enabled = Boolean(opts.secret || opts.publicKeyFile || opts.jwksUrl);
     app.decorate('authEnabled', enabled);
     app.decorateRequest('caller', undefined);
     if (opts.minter) {
@@ -137,7 +188,11 @@ export default fp<AuthPluginOptions>(
     const privatePem = opts.privateKeyFile ? readFileSync(opts.privateKeyFile, 'utf8') : undefined;
     const algorithm = publicPem ? algorithmOf(publicPem) : 'HS256';
     const canSign = Boolean(opts.secret || privatePem);
-    await app.register(fastifyJwt, {
+    if (opts.jwksUrl && publicPem) throw new Error('AUTH_JWKS_URL and AUTH_JWT_PUBLIC_KEY_FILE: set one of them');
+    const verifyRemote = opts.jwksUrl ? jwksVerifier(opts.jwksUrl, opts) : undefined;
+    // The gateway's own key (a secret or a key pair) verifies its own tokens
+    // and tickets; without one (AUTH_JWKS_URL alone) it issues none.
+    if (opts.secret || publicPem) await app.register(fastifyJwt, {
       secret: opts.secret ?? ({ public: publicPem!, ...(privatePem ? { private: privatePem } : {}) } as { public: string; private: string }),
       // @fastify/jwt takes expiresIn in seconds (as jsonwebtoken did), clockTolerance in milliseconds.
       sign: { algorithm: algorithm as 'HS256', iss: opts.issuer, aud: opts.audience, expiresIn: opts.tokenTtlSeconds },
@@ -184,8 +239,11 @@ export default fp<AuthPluginOptions>(
       if (!found) throw unauthorized('this route needs a bearer token (Authorization: Bearer <token>)', 'missing_token');
       let claims: Record<string, unknown>;
       try {
-        claims = app.jwt.verify(found.token);
+        // With a JWKS, tokens the gateway signed itself (HS256 with
+        // AUTH_JWT_SECRET: its own tokens and tickets) are still its own.
+        claims = verifyRemote && !(opts.secret && algorithmOfToken(found.token) === 'HS256') ? await verifyRemote(found.token) : app.jwt.verify(found.token);
       } catch (err) {
+        if (err instanceof Problem) throw err;
         throw unauthorized(`invalid token: ${(err as Error).message}`, 'invalid_token');
       }
       const isTicket = claims.typ === 'ticket';
