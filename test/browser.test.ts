@@ -83,6 +83,25 @@ t.test('EventSource and WebSocket in Chromium see every change once, across a se
   t.equal(seen.wsCloses, 1, 'the websocket was closed once by the gateway');
 });
 
+t.test("etcd's /v3 websocket protocol from a page: one request per message, one answer per message", async (t) => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/healthz`);
+  await page.evaluate(() => {
+    const w = window as unknown as { v3: unknown[] };
+    w.v3 = [];
+    const socket = new WebSocket(`ws://${location.host}/v3/watch`);
+    socket.onopen = () => socket.send(JSON.stringify({ create_request: { key: btoa('/browser-v3/'), range_end: btoa('/browser-v30') } }));
+    socket.onmessage = (m) => w.v3.push(JSON.parse(m.data).result);
+  });
+  await page.waitForFunction(() => (window as unknown as { v3: { created?: boolean }[] }).v3.some((r) => r.created));
+  const revision = await put('/browser-v3/k', 'v');
+  await page.waitForFunction(() => (window as unknown as { v3: { events?: unknown[] }[] }).v3.some((r) => r.events));
+  const results = await page.evaluate(() => (window as unknown as { v3: { header: { revision: string }; events?: { kv: { key: string; value: string } }[] }[] }).v3);
+  const event = results.find((r) => r.events)!;
+  t.equal(event.header.revision, String(revision), 'revisions as strings, as etcd sends them');
+  t.same([atob(event.events![0]!.kv.key), atob(event.events![0]!.kv.value)], ['/browser-v3/k', 'v'], 'base64 keys and values');
+});
+
 t.test('a page from another origin cannot open a websocket to the gateway', async (t) => {
   const page = await browser.newPage();
   // A data: URL page has an opaque origin ("null"), not the gateway's.
