@@ -10,6 +10,7 @@ import t from 'tap';
 const tap = t;
 import { v3ErrorOf } from '../src/routes/v3.js';
 import { parseJson } from '../src/v3/protojson.js';
+import { JsonSplitter } from '../src/v3/streams.js';
 import { buildApp } from '../src/app.js';
 import { buildTestApp, listen, testConfig } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
@@ -245,6 +246,21 @@ t.test('request errors are etcd error bodies with the gRPC code', async (t) => {
   const big = await v3('/v3/kv/put', { key: b64('big'), value: Buffer.alloc(70 * 1024).toString('base64') });
   t.equal(big.status, 413);
   t.equal(big.body.code, GrpcStatus.RESOURCE_EXHAUSTED);
+});
+
+t.test('stream requests are split at each JSON value, whatever the chunking', async (t) => {
+  const values: string[] = [];
+  const splitter = new JsonSplitter(1000, (v) => values.push(v));
+  // An escaped quote and backslash split across chunks, values with and without newlines between them.
+  for (const chunk of ['{"a":"x\\', '""}{"b":"\\\\', '"}\n', '  {"c":[1,{"d":"}"}', ']}\n']) splitter.push(chunk);
+  splitter.finish();
+  t.same(values.map((v) => JSON.parse(v)), [{ a: 'x"' }, { b: '\\' }, { c: [1, { d: '}' }] }]);
+  const big = new JsonSplitter(10, () => undefined);
+  t.throws(() => big.push('{"key": "0123456789'), /larger than 10 bytes/, 'a value over the limit is refused before it ends');
+  const stray: string[] = [];
+  const s = new JsonSplitter(1000, (v) => stray.push(v));
+  s.push('}{"a":1}');
+  t.same(stray, ['}', '{"a":1}'], 'a stray bracket is handed out (and fails to parse) rather than stalling the stream');
 });
 
 t.test('v3ErrorOf: server-side failures never leak internals', async (t) => {

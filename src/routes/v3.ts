@@ -282,7 +282,7 @@ export interface V3PublicOptions {
  * The calls that need no token: GET /version, and /v3/auth/authenticate,
  * which with gateway authentication on answers a gateway token for the
  * user etcd has checked the password of, so clients that authenticate and
- * then send the token (etcd3gw, scripts) keep working unchanged.
+ * then send the token keep working unchanged.
  */
 export async function v3PublicRoutes(app: FastifyInstance, opts: V3PublicOptions): Promise<void> {
   useV3Errors(app);

@@ -42,37 +42,46 @@ export type RequestSource = (handlers: RequestHandlers) => void;
  * reads a request body. A value longer than `maxBytes` is an error.
  */
 export class JsonSplitter {
+  /** Text not yet handed out as a value. */
   private pending = '';
+  // The scan resumes where the last chunk ended, so a large value arriving
+  // in many chunks is scanned once.
+  private scanned = 0;
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+
   constructor(
     private readonly maxBytes: number,
     private readonly onValue: (text: string) => void,
   ) {}
 
   push(chunk: string): void {
-    this.pending += chunk;
-    let depth = 0;
-    let inString = false;
+    const text = this.pending + chunk;
     let start = 0;
-    const text = this.pending;
-    for (let i = 0; i < text.length; i++) {
+    for (let i = this.scanned; i < text.length; i++) {
       const c = text[i]!;
-      if (inString) {
-        if (c === '\\') i++;
-        else if (c === '"') inString = false;
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (c === '\\') this.escaped = true;
+        else if (c === '"') this.inString = false;
         continue;
       }
-      if (c === '"') inString = true;
-      else if (c === '{' || c === '[') depth++;
+      if (c === '"') this.inString = true;
+      else if (c === '{' || c === '[') this.depth++;
       else if (c === '}' || c === ']') {
-        depth--;
-        if (depth === 0) {
+        this.depth--;
+        // (A stray closing bracket is handed out too: it fails to parse, and the client hears why.)
+        if (this.depth <= 0) {
+          this.depth = 0;
           this.onValue(text.slice(start, i + 1));
           start = i + 1;
         }
       }
     }
     this.pending = text.slice(start);
-    if (this.pending.trim() === '') this.pending = '';
+    if (this.depth === 0 && this.pending.trim() === '') this.pending = '';
+    this.scanned = this.pending.length;
     if (this.pending.length > this.maxBytes) throw new V3Error(GrpcStatus.RESOURCE_EXHAUSTED, `a request in the stream is larger than ${this.maxBytes} bytes`);
   }
 
