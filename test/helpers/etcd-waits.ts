@@ -12,6 +12,9 @@ import type { EtcdScope } from '../../src/etcd/connection.js';
  * a race, with `event`: the pair of that next put or delete.
  */
 export async function nextEvent(etcd: EtcdScope, prefix: string, kind: 'put' | 'delete'): Promise<{ event: Promise<IKeyValue> }> {
+  // "From now" on a follower that has not applied the latest writes yet
+  // would replay them: start right after the current (linearizable) revision.
+  const now = (await etcd.kv.range({ key: Buffer.from(prefix), count_only: true })).header.revision;
   const stream = await etcd.watch.watch();
   const end = Buffer.from(prefix);
   end[end.length - 1]! += 1;
@@ -28,7 +31,12 @@ export async function nextEvent(etcd: EtcdScope, prefix: string, kind: 'put' | '
     stream.cancel();
   });
   stream.write({
-    create_request: { key: Buffer.from(prefix), range_end: end, filters: [kind === 'put' ? FilterType.Nodelete : FilterType.Noput] },
+    create_request: {
+      key: Buffer.from(prefix),
+      range_end: end,
+      start_revision: Number(now) + 1,
+      filters: [kind === 'put' ? FilterType.Nodelete : FilterType.Noput],
+    },
   });
   await ready;
   return { event };
