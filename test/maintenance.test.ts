@@ -200,6 +200,40 @@ t.test('a frozen member that never starts sending a snapshot answers 504 within 
   t.equal((await quick.inject({ url: `/v1/maintenance/snapshot?endpoint=${endpoint}` })).statusCode, 200, 'and serves again once it thaws');
 });
 
+t.test('with quorum lost, the surviving member still hands out its snapshot and defragments, as etcdctl gets them (disaster recovery)', async (t) => {
+  t.equal((await put('/dr/k', 'v')).statusCode, 201);
+  const survivor = cluster.endpoints[0]!;
+  await cluster.stopMember(1);
+  await cluster.stopMember(2);
+  let restarted = false;
+  t.teardown(async () => {
+    if (restarted) return;
+    await cluster.startMember(1);
+    await cluster.startMember(2);
+  });
+  // A state to wait for, not an event: the survivor notices it has no leader
+  // within an election timeout.
+  const leaderless = async () => {
+    const s = (await app.inject({ url: '/v1/cluster/status' })).json().endpoints as { endpoint: string; leader?: string }[];
+    return s.find((e) => e.endpoint === survivor)?.leader === '0';
+  };
+  for (let i = 0; i < 150 && !(await leaderless()); i++) await new Promise((r) => setTimeout(r, 100));
+  t.ok(await leaderless(), 'the survivor has no leader');
+
+  const { res, file } = await download(`?endpoint=${encodeURIComponent(survivor)}`);
+  t.equal(res.status, 200, 'the survivor\'s snapshot');
+  t.ok(JSON.parse(await etcdctl('snapshot', 'status', file, '--write-out=json')).totalKey > 0, 'a snapshot etcdctl accepts');
+  const restoreDir = join(dir, 'dr-restore');
+  await etcdctl('snapshot', 'restore', file, `--data-dir=${restoreDir}`);
+  t.ok((await stat(join(restoreDir, 'member'))).isDirectory(), 'and restores, to rebuild the cluster from');
+  const defrag = await post(`/v1/maintenance/defragment?endpoint=${encodeURIComponent(survivor)}`);
+  t.equal(defrag.statusCode, 200, defrag.body);
+
+  await cluster.startMember(1);
+  await cluster.startMember(2);
+  restarted = true;
+});
+
 t.test('with one member stopped: its snapshot and defragmentation fail cleanly, the others still work', async (t) => {
   const i = 2;
   const endpoint = cluster.endpoints[i]!;

@@ -139,6 +139,18 @@ export class EtcdConnection {
     return md;
   }
 
+  /**
+   * For calls aimed at one member (defragment, snapshot): no `hasleader`,
+   * as etcdctl sends none. A member cut off from its cluster still
+   * defragments and still hands out its snapshot, which is exactly what an
+   * operator restoring a cluster that lost quorum needs.
+   */
+  private memberMetadata(token?: string): Metadata {
+    const md = new Metadata();
+    if (token) md.set('token', token);
+    return md;
+  }
+
   private invoke<T>(host: Host, service: ServiceName, method: string, params: unknown, md: Metadata, options: CallOptions): Promise<T> {
     const client = host.getServiceClient(service) as unknown as Record<
       string,
@@ -193,7 +205,7 @@ export class EtcdConnection {
     if (index < 0) throw new Error(`unknown endpoint ${endpoint}`);
     const { token, kind: _kind, ...callOptions } = options ?? {};
     const deadline = callOptions.deadline ?? Date.now() + this.timeoutMs;
-    return this.invoke<T>(this.hosts[index]!, service, method, params, this.metadata(token), { ...callOptions, deadline });
+    return this.invoke<T>(this.hosts[index]!, service, method, params, this.memberMetadata(token), { ...callOptions, deadline });
   }
 
   /** Used by etcd3's stream clients (watch, lease keep-alive). */
@@ -227,8 +239,7 @@ export class EtcdConnection {
     options: EtcdCallOptions & { requireLeader?: boolean } = {},
   ): Promise<MemberResult<T>[]> {
     const { token, kind: _kind, requireLeader, ...callOptions } = options;
-    const md = requireLeader ? this.metadata(token) : new Metadata();
-    if (!requireLeader && token) md.set('token', token);
+    const md = requireLeader ? this.metadata(token) : this.memberMetadata(token);
     const deadline = callOptions.deadline ?? Date.now() + this.timeoutMs;
     return Promise.all(
       this.endpoints.map(async (endpoint, i) => {
@@ -264,7 +275,7 @@ export class EtcdConnection {
       string,
       (p: unknown, m: Metadata, o: CallOptions) => ClientReadableStream<T>
     >;
-    return { endpoint: this.endpoints[index]!, stream: client[method]!(params, this.metadata(token), callOptions) };
+    return { endpoint: this.endpoints[index]!, stream: client[method]!(params, this.memberMetadata(token), callOptions) };
   }
 }
 

@@ -611,39 +611,31 @@ function keepAliveStream(req: FastifyRequest, requests: RequestSource, sink: Chu
 
 /** /v3/maintenance/snapshot: etcd's snapshot chunks, paced by the client's reading. */
 function snapshotStream(req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): void {
-  let upstream: ClientReadableStream<ISnapshotResponse> | undefined;
-  let done = false;
-  sink.onClose(() => {
-    done = true;
-    upstream?.cancel();
-  });
   // The request is empty; its body is read and ignored.
   requests({ message: () => undefined, end: () => undefined, error: () => undefined });
-  req.etcd.maintenance.snapshot().then(
-    (stream) => {
-      // etcd3 types the call narrowly; it is grpc-js's readable stream.
-      const s = stream as unknown as ClientReadableStream<ISnapshotResponse>;
-      if (done) return void s.cancel();
-      upstream = s;
-      s.on('data', (r) => {
-        sink.send({ result: encodeMessage('SnapshotResponse', r) });
-        // Backpressure: pause etcd's stream while the client drains.
-        if (sink.buffered > opts.maxBufferedBytes) {
-          s.pause();
-          sink.onDrain(() => s.resume());
-        }
-      });
-      s.on('error', (err) => {
-        sink.send(streamError(err));
-        sink.end();
-      });
-      s.on('end', () => sink.end());
-    },
-    (err: unknown) => {
-      sink.send(streamError(err));
-      sink.end();
-    },
-  );
+  // As etcd's gateway: from whichever member, with or without a leader.
+  let s: ClientReadableStream<ISnapshotResponse>;
+  try {
+    s = req.etcd.serverStream<ISnapshotResponse>('Maintenance', 'snapshot', {}).stream;
+  } catch (err) {
+    sink.send(streamError(err));
+    sink.end();
+    return;
+  }
+  sink.onClose(() => s.cancel());
+  s.on('data', (r) => {
+    sink.send({ result: encodeMessage('SnapshotResponse', r) });
+    // Backpressure: pause etcd's stream while the client drains.
+    if (sink.buffered > opts.maxBufferedBytes) {
+      s.pause();
+      sink.onDrain(() => s.resume());
+    }
+  });
+  s.on('error', (err) => {
+    sink.send(streamError(err));
+    sink.end();
+  });
+  s.on('end', () => sink.end());
 }
 
 /** The header fields etcd puts on every answer, learned from a read, with a revision of our choosing. */
