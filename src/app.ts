@@ -144,6 +144,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(watchHubPlugin, {
     bufferBatches: config.WATCH_BUFFER_BATCHES,
     bufferBytes: 8 * 1024 * 1024,
+    bufferTotalBytes: config.WATCH_BUFFER_TOTAL_BYTES,
     progressIntervalMs: config.WATCH_HEARTBEAT_MS,
   });
   await app.register(websocket, {

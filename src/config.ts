@@ -43,6 +43,11 @@ export const ConfigSchema = Type.Object({
     minimum: 0,
     description: 'Recent revisions each shared etcd watch keeps so late joiners can share it.',
   }),
+  WATCH_BUFFER_TOTAL_BYTES: Type.Integer({
+    default: 64 * 1024 * 1024,
+    minimum: 0,
+    description: 'Most bytes of recent events all shared etcd watches together keep for late joiners (each also keeps at most 8 MiB).',
+  }),
   LONG_POLL_MAX_SECONDS: Type.Integer({ default: 300, minimum: 1, description: 'Longest ?wait long-poll.' }),
   ALLOW_INSECURE_PUBLIC: Type.Boolean({
     default: false,

@@ -39,6 +39,15 @@ export default fp(
       },
     });
 
+    new Gauge({
+      name: 'etcd_gateway_watch_buffered_bytes',
+      help: 'bytes of recent watch events kept for late joiners (WATCH_BUFFER_TOTAL_BYTES at most)',
+      registers: [registry],
+      collect() {
+        this.set(app.watchHub.stats().buffered_bytes);
+      },
+    });
+
     app.addHook('onResponse', async (req, reply) => {
       // The route pattern, never the URL: keys must not become label values.
       const route = req.routeOptions.url ?? 'unmatched';

@@ -37,6 +37,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
               {
                 etcd_watches: Type.Integer({ description: 'etcd watches this gateway holds (shared by its subscribers).' }),
                 subscribers: Type.Integer(),
+                buffered_bytes: Type.Integer({ description: 'Recent events kept for late joiners, all watches together (WATCH_BUFFER_TOTAL_BYTES at most).' }),
                 stream_connected: Type.Boolean(),
                 stream_peer: Type.Optional(Type.String({ description: 'The etcd member serving the watch stream.' })),
               },

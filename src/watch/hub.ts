@@ -72,6 +72,12 @@ export interface WatchHubOptions {
   bufferBatches: number;
   /** Most bytes (approximately) an upstream keeps for late joiners. */
   bufferBytes: number;
+  /**
+   * Most bytes all upstreams together keep: with many busy ranges the
+   * per-upstream limit alone would add up without bound. Over it, the
+   * largest buffer gives up its oldest batches first.
+   */
+  bufferTotalBytes: number;
   /** How often to ask etcd for progress while someone wants progress notifications. */
   progressIntervalMs: number;
   /** Renews the gateway's etcd token (its scope's refresh), when etcd auth is on. */
@@ -141,6 +147,8 @@ class Upstream {
 export interface WatchHubStats {
   etcd_watches: number;
   subscribers: number;
+  /** Bytes (approximately) of recent events kept for late joiners, all watches together. */
+  buffered_bytes: number;
   stream_connected: boolean;
   /** The etcd member serving the watch stream (host:port), when connected. */
   stream_peer?: string;
@@ -157,6 +165,8 @@ export class WatchHub {
   private closed = false;
   /** The newest store revision etcd has reported on the watch stream. */
   private storeRevision = 0;
+  /** Sum of every upstream's bufferBytes. */
+  private bufferedBytes = 0;
   /** Stream-wide progress answers waiting to settle (oldest first). */
   private progressAnswers: { revision: number; at: number }[] = [];
   private lastProgressRequest = 0;
@@ -174,7 +184,13 @@ export class WatchHub {
     let subscribers = 0;
     for (const u of this.byId.values()) subscribers += u.subs.size + u.pending.length;
     const peer = (this.stream as unknown as { getPeer?: () => string } | undefined)?.getPeer?.();
-    return { etcd_watches: this.byId.size, subscribers, stream_connected: this.stream !== undefined, ...(peer ? { stream_peer: peer } : {}) };
+    return {
+      etcd_watches: this.byId.size,
+      subscribers,
+      buffered_bytes: this.bufferedBytes,
+      stream_connected: this.stream !== undefined,
+      ...(peer ? { stream_peer: peer } : {}),
+    };
   }
 
   /**
@@ -238,7 +254,11 @@ export class WatchHub {
   }
 
   private dropUpstream(up: Upstream, cancelInEtcd: boolean): void {
+    if (!this.byId.has(up.watchId)) return;
     this.byId.delete(up.watchId);
+    this.bufferedBytes -= up.bufferBytes;
+    up.buffer = [];
+    up.bufferBytes = 0;
     if (up.sharedKey && this.shared.get(up.sharedKey) === up) this.shared.delete(up.sharedKey);
     if (cancelInEtcd && this.stream) this.stream.write({ cancel_request: { watch_id: up.watchId } });
   }
@@ -431,11 +451,27 @@ export class WatchHub {
   private remember(up: Upstream, batch: EventBatch): void {
     up.buffer.push(batch);
     up.bufferBytes += batch.bytes;
-    while (up.buffer.length > this.opts.bufferBatches || (up.bufferBytes > this.opts.bufferBytes && up.buffer.length > 1)) {
-      const dropped = up.buffer.shift()!;
-      up.bufferBytes -= dropped.bytes;
-      up.bufferFrom = dropped.revision + 1;
+    this.bufferedBytes += batch.bytes;
+    while (up.buffer.length > this.opts.bufferBatches || (up.bufferBytes > this.opts.bufferBytes && up.buffer.length > 1)) this.forget(up);
+    if (this.bufferedBytes <= this.opts.bufferTotalBytes) return;
+    // Over the budget of all buffers: the writer's own buffer gives way while
+    // it holds more than an equal share; otherwise the largest one does.
+    const share = this.opts.bufferTotalBytes / this.byId.size;
+    while (this.bufferedBytes > this.opts.bufferTotalBytes && up.bufferBytes > share && up.buffer.length > 0) this.forget(up);
+    while (this.bufferedBytes > this.opts.bufferTotalBytes) {
+      let largest: Upstream | undefined;
+      for (const u of this.byId.values()) if (!largest || u.bufferBytes > largest.bufferBytes) largest = u;
+      if (!largest || largest.buffer.length === 0) break;
+      this.forget(largest);
     }
+  }
+
+  /** Drops an upstream's oldest buffered batch: joiners from before it get a watch of their own. */
+  private forget(up: Upstream): void {
+    const dropped = up.buffer.shift()!;
+    up.bufferBytes -= dropped.bytes;
+    this.bufferedBytes -= dropped.bytes;
+    up.bufferFrom = dropped.revision + 1;
   }
 
   private requestProgress(): void {
