@@ -704,7 +704,7 @@ function observeStream(app: FastifyInstance, req: FastifyRequest, requests: Requ
     // The rest of the header (cluster, member, term) from a read as the caller.
     headers.learn((await req.etcd.kv.range({ key: prefix, range_end: prefixEnd(prefix), count_only: true, serializable: true })).header);
     let failed: WatchError | undefined;
-    const sink2: TransportSink = {
+    const leaderWatch: TransportSink = {
       created: () => undefined,
       initial: (events, revision) => apply(events, revision, false),
       synced: (revision) => {
@@ -715,7 +715,7 @@ function observeStream(app: FastifyInstance, req: FastifyRequest, requests: Requ
       progress: () => undefined,
       error: (err) => (close ? finish(new Problem(err.status, err.code, err.message)) : (failed = err)),
     };
-    const unsubscribe = await openWatch({ hub: app.watchHub, kv: req.etcd.kv, maxKeys: opts.listMaxKeys, checkRead: app.authEnabled }, { range, initial: true }, sink2);
+    const unsubscribe = await openWatch({ hub: app.watchHub, kv: req.etcd.kv, maxKeys: opts.listMaxKeys, checkRead: app.authEnabled }, { range, initial: true }, leaderWatch);
     if (failed) throw new Problem(failed.status, failed.code, failed.message);
     if (done) unsubscribe();
     else close = unsubscribe;

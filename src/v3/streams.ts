@@ -19,7 +19,6 @@ export interface ChunkSink {
   destroy(): void;
   /** Bytes written but not yet taken by the client's connection. */
   readonly buffered: number;
-  readonly closed: boolean;
   onClose(fn: () => void): void;
   /** Calls `fn` once the buffered bytes have gone out. */
   onDrain(fn: () => void): void;
@@ -115,9 +114,6 @@ export function httpSink(reply: FastifyReply): ChunkSink {
     get buffered() {
       return res.writableLength;
     },
-    get closed() {
-      return res.destroyed || res.writableEnded;
-    },
     onClose: (fn) => void res.once('close', fn),
     onDrain: (fn) => void res.once('drain', fn),
   };
@@ -166,9 +162,6 @@ export function wsSink(socket: WebSocket): ChunkSink {
     destroy: () => socket.terminate(),
     get buffered() {
       return socket.bufferedAmount;
-    },
-    get closed() {
-      return socket.readyState !== socket.OPEN;
     },
     onClose: (fn) => void socket.once('close', fn),
     onDrain: (fn) => {
