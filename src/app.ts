@@ -1,6 +1,7 @@
 // The app factory. The gateway is a Fastify app built from plugins; the
 // process entry (src/server.ts) and the tests build the same app.
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -55,7 +56,11 @@ export interface AppOptions {
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const { config } = opts;
+  // HTTPS (and wss://) when a certificate is configured; the files are read
+  // once here, so a bad path fails start-up rather than the first request.
+  const https = config.TLS_CERT_FILE && config.TLS_KEY_FILE ? { cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } : null;
   const app = Fastify({
+    https,
     logger: opts.logging === false ? false : loggerOptions({ level: config.LOG_LEVEL, ...opts.logging }),
     bodyLimit: config.BODY_LIMIT,
     requestIdHeader: 'x-request-id',

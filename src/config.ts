@@ -87,6 +87,10 @@ export const ConfigSchema = Type.Object({
     default: 'RS256',
     description: 'etcd\'s --auth-token sign-method.',
   }),
+  TLS_CERT_FILE: Type.Optional(
+    Type.String({ minLength: 1, description: "PEM certificate (chain) for serving HTTPS and wss://; with TLS_KEY_FILE. Unset: plain HTTP." }),
+  ),
+  TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key of TLS_CERT_FILE.' })),
   ETCD_CA_FILE: Type.Optional(Type.String({ minLength: 1 })),
   ETCD_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
   ETCD_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
@@ -126,8 +130,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const isSwitch = (ConfigSchema.properties as Record<string, { type?: string }>)[name]?.type === 'boolean';
     data[name] = isSwitch ? (BOOLEAN_WORDS[value.toLowerCase()] ?? value) : value;
   }
+  let config: Config;
   try {
-    return envSchema<Config>({ schema: structuredClone(ConfigSchema), data, env: false, dotenv: false });
+    config = envSchema<Config>({ schema: structuredClone(ConfigSchema), data, env: false, dotenv: false });
   } catch (err) {
     const first = ((err as { errors?: AjvError[] }).errors ?? [])[0];
     if (!first) throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
@@ -136,6 +141,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const message = name === 'LOG_LEVEL' ? 'must be one of fatal, error, warn, info, debug, trace, silent' : first.message;
     throw new ConfigError(`${name}: ${message}${got}`);
   }
+  if (Boolean(config.TLS_CERT_FILE) !== Boolean(config.TLS_KEY_FILE)) {
+    throw new ConfigError(config.TLS_CERT_FILE ? 'TLS_KEY_FILE: required with TLS_CERT_FILE' : 'TLS_CERT_FILE: required with TLS_KEY_FILE');
+  }
+  return config;
 }
 
 export function parseEndpoints(value: string): string[] {

@@ -1,8 +1,11 @@
 // The process entry as users run it: configuration errors, the loopback
 // guard, the embedded etcd default, and graceful shutdown.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request as httpsRequestRaw } from 'node:https';
+import { promisify } from 'node:util';
+import { WebSocket } from 'ws';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +14,7 @@ import t from 'tap';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { freePort, startCluster } from './helpers/cluster.js';
 
+const execFileP = promisify(execFile);
 const SERVER = new URL('../src/server.ts', import.meta.url).pathname;
 
 interface Started {
@@ -29,7 +33,7 @@ async function startGateway(env: Record<string, string>): Promise<Started> {
   createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      const m = /Server listening at (http:\/\/[^"\s]+)/.exec(line);
+      const m = /Server listening at (https?:\/\/[^"\s]+)/.exec(line);
       if (m) resolve(m[1]!);
     });
     child.once('exit', (code) => reject(new Error(`gateway exited ${code}: ${stderr.join('\n')}`)));
@@ -135,4 +139,49 @@ t.test('with ETCD_ENDPOINTS the gateway uses that cluster and starts nothing', a
   t.equal(await portOpen(unusedPort), false, 'no embedded etcd');
   gw.child.kill('SIGTERM');
   await once(gw.child, 'exit');
+
+  // HTTPS and wss:// with TLS_CERT_FILE and TLS_KEY_FILE (a self-signed certificate for 127.0.0.1).
+  const dir = await mkdtemp(join(tmpdir(), 'gw-tls-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  await execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1']);
+  const ca = await readFile(cert);
+  const tls = await startGateway({ PORT: '0', ETCD_ENDPOINTS: cluster.endpoints.join(','), TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
+  t.teardown(() => tls.child.kill('SIGKILL'));
+  t.match(tls.url, /^https:\/\//, 'it says it listens on https');
+  const put = await httpsRequest(`${tls.url}/v1/kv//tls/key`, { method: 'PUT', ca }, 'over tls');
+  t.equal(put.status, 201);
+  t.equal(await cluster.etcdctl('get', '/tls/key', '--print-value-only'), 'over tls\n');
+  const socket = new WebSocket(`${tls.url.replace('https', 'wss')}/v1/watch`, ['etcd-gateway.v1'], { ca });
+  await once(socket, 'open');
+  socket.send(JSON.stringify({ type: 'subscribe', id: 'w', key: '/tls/key' }));
+  const created = JSON.parse(String((await once(socket, 'message'))[0]));
+  t.equal(created.type, 'created', 'a websocket over wss://');
+  socket.close();
+  const plain = await new Promise<string>((resolve) => {
+    const s = connect(Number(new URL(tls.url).port), '127.0.0.1', () => s.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'));
+    let got = '';
+    s.on('data', (d) => (got += d));
+    s.on('close', () => resolve(got));
+    s.on('error', () => resolve(got));
+  });
+  t.notMatch(plain, /^HTTP\/1\.1 200/, 'plain HTTP is not served on the TLS port');
+  tls.child.kill('SIGTERM');
+  await once(tls.child, 'exit');
+  const half = await runToExit({ PORT: '0', ETCD_ENDPOINTS: cluster.endpoints.join(','), TLS_CERT_FILE: cert });
+  t.equal(half.code, 2);
+  t.match(half.stderr, 'TLS_KEY_FILE: required with TLS_CERT_FILE');
 });
+
+function httpsRequest(url: string, opts: { method: string; ca: Buffer }, body?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequestRaw(url, { method: opts.method, ca: opts.ca }, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
