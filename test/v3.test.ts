@@ -1128,4 +1128,14 @@ t.test('with authentication on: the caller is the etcd user, refusals are etcd e
   await expiring.waitChunks(2, 10_000);
   await expiring.ended;
   t.equal(JSON.parse(expiring.chunks[1]!).error.grpc_code, GrpcStatus.UNAUTHENTICATED, 'an error chunk, then the end');
+
+  // A caller who loses the permission: the open watch is canceled as etcd cancels a refused one.
+  const revoked = openRaw(base, 'POST /v3/watch', { 'transfer-encoding': 'chunked', ...bearer });
+  t.teardown(() => revoked.close());
+  revoked.send(`${JSON.stringify({ create_request: { key: b64('/app/'), range_end: b64('/app0') } })}\n`);
+  await revoked.waitChunks(1);
+  await etcdctl('--user=root:rootpw', 'user', 'revoke-role', 'alice', 'app-rw');
+  const canceled = await revoked.waitFor((c) => Boolean(JSON.parse(c).result?.canceled), 'the watch canceled after the revocation', 15_000);
+  t.match(result(canceled).cancel_reason, /PermissionDenied/);
+  await etcdctl('--user=root:rootpw', 'user', 'grant-role', 'alice', 'app-rw');
 });

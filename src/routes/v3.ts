@@ -26,6 +26,7 @@ import type { WatchEventJson } from '../watch/events.js';
 import { checkReadable, openWatch, type TransportSink } from '../watch/session.js';
 import { V3Error, decodeMessage, encodeMessage, kvFromGatewayJson, parseBody, parseJson, watchEventToEtcd } from '../v3/protojson.js';
 import { httpRequests, httpSink, wsRequests, wsSink, type ChunkSink, type RequestSource } from '../v3/streams.js';
+import type { WatchClientHandle } from '../plugins/watch-hub.js';
 
 export interface V3RoutesOptions {
   /** Longest request line a stream accepts (the body limit of unary calls). */
@@ -509,7 +510,7 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
     const serve = (handler: StreamHandler, req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => {
       // A shutdown ends the stream as etcd's gateway ends one whose server
       // went away (an Unavailable error chunk), so the server can close.
-      const handle = {
+      const handle: WatchClientHandle = {
         shutdown: () => {
           sink.send(streamError(new V3Error(GrpcStatus.UNAVAILABLE, 'the gateway is shutting down')));
           sink.end(true);
@@ -525,7 +526,8 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
         });
         sink.onClose(cancel);
       }
-      handler(req, requests, sink);
+      // After a change to users or roles: what the caller may no longer read ends.
+      handle.recheck = handler(req, requests, sink)?.recheck;
     };
     const stream = (path: string, summary: string, handler: StreamHandler) => {
       for (const prefix of PREFIXES) {
@@ -554,7 +556,13 @@ function socketClient(socket: WebSocket): WaitClient {
   };
 }
 
-type StreamHandler = (req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => void;
+type StreamHandler = (req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => void | { recheck(): void };
+
+/** Whether a failure is etcd (or the gateway) refusing the caller, rather than a passing fault. */
+function isRefusal(err: unknown): boolean {
+  const code = v3ErrorOf(err).code;
+  return code === GrpcStatus.PERMISSION_DENIED || code === GrpcStatus.UNAUTHENTICATED;
+}
 
 function utf8Name(b: unknown): string {
   const name = (b as Buffer | undefined) ?? Buffer.alloc(0);
@@ -656,8 +664,9 @@ class HeaderBase {
  * shared watches: the initial state and the events are exactly etcd's
  * history from one revision on.
  */
-function observeStream(app: FastifyInstance, req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): void {
+function observeStream(app: FastifyInstance, req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): { recheck(): void } {
   let close: (() => void) | undefined;
+  let observed: { key: Buffer; rangeEnd: Buffer } | undefined;
   let started = false;
   let done = false;
   const finish = (err?: unknown) => {
@@ -676,6 +685,7 @@ function observeStream(app: FastifyInstance, req: FastifyRequest, requests: Requ
     const name = utf8Name(decodeMessage('LeaderRequest', parseJson(line)).name);
     const prefix = Buffer.from(`${name}/`);
     const range = { key: prefix, rangeEnd: prefixEnd(prefix) };
+    observed = range;
     const candidates = new Map<string, KeyValueJson>();
     let leaderKey: string | undefined;
     const keyOf = (kv: KeyValueJson) => kv.key ?? `\0${kv.key_base64}`;
@@ -731,6 +741,11 @@ function observeStream(app: FastifyInstance, req: FastifyRequest, requests: Requ
     },
     error: (err) => finish(err),
   });
+  return {
+    recheck: () => {
+      if (observed && !done) checkReadable(req.etcd.kv, observed).catch((err: unknown) => isRefusal(err) && finish(err));
+    },
+  };
 }
 
 /** How long a progress_request waits for every watch of its stream to catch up before answering with the revision they all reached. */
@@ -742,8 +757,9 @@ const PROGRESS_WAIT_MS = 3000;
  * back as etcd WatchResponses. Watches live until the client disconnects
  * (etcd keeps them after the request body ends too).
  */
-function watchStream(app: FastifyInstance, req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): void {
+function watchStream(app: FastifyInstance, req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): { recheck(): void } {
   interface Watch {
+    range: { key: Buffer; rangeEnd: Buffer };
     unsubscribe: () => void;
     /** Every event up to this revision has been sent. */
     through: number;
@@ -845,7 +861,7 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, requests: Reques
     const filters = (create.filters as number[] | undefined) ?? [];
     const wantsProgress = create.progress_notify === true;
     let ended = false;
-    const watch: Watch = { unsubscribe: () => undefined, through: 0 };
+    const watch: Watch = { range, unsubscribe: () => undefined, through: 0 };
     // The next request waits for this one's `created`, so answers come in
     // the order of the requests, as etcd sends them.
     let answered!: () => void;
@@ -925,4 +941,21 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, requests: Reques
     end: () => undefined,
     error: fail,
   });
+  return {
+    // A watch over a range the caller may no longer read is canceled as
+    // etcd cancels a refused one; the stream and its other watches go on.
+    recheck: () => {
+      for (const [id, watch] of watches) {
+        checkReadable(req.etcd.kv, watch.range).catch((err: unknown) => {
+          if (!isRefusal(err) || watches.get(id) !== watch) return;
+          watch.unsubscribe();
+          watches.delete(id);
+          const e = v3ErrorOf(err);
+          send({
+            result: { header: headers.at(watch.through), watch_id: id === '0' ? undefined : id, canceled: true, cancel_reason: `rpc error: code = ${GRPC_NAMES[e.code] ?? e.code} desc = ${e.message}` },
+          });
+        });
+      }
+    },
+  };
 }
