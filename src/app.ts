@@ -38,7 +38,7 @@ import { DeleteResultSchema, KeyValueSchema, ListingSchema, PutResultSchema } fr
 import { LeaseInfoSchema, LeaseListSchema, LeaseRevokedSchema, LeaseSchema } from './schemas/leases.js';
 import { LockReleasedSchema, LockSchema } from './schemas/locks.js';
 import { AlarmListSchema, CompactionSchema, DefragmentSchema, HashKvSchema, MoveLeaderSchema } from './schemas/maintenance.js';
-import { LongPollResultSchema, WatchKeepAliveSchema, WatchServerMessageSchema, WatchSubscribeSchema, WatchUnsubscribeSchema } from './schemas/watch.js';
+import { LongPollResultSchema, WatchKeepAliveSchema, WatchObserveSchema, WatchServerMessageSchema, WatchSubscribeSchema, WatchUnsubscribeSchema } from './schemas/watch.js';
 import { TxnCompareSchema, TxnOpResponseSchema, TxnOpSchema, TxnRequestSchema, TxnResponseSchema } from './schemas/txn.js';
 
 export type GatewayConfig = Omit<
@@ -110,6 +110,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     WatchSubscribeSchema,
     WatchUnsubscribeSchema,
     WatchKeepAliveSchema,
+    WatchObserveSchema,
     WatchServerMessageSchema,
     LongPollResultSchema,
     TokenRequestSchema,

@@ -206,3 +206,29 @@ t.test('observe: the leader as Server-Sent Events, following etcdctl candidates 
   t.teardown(() => late.close());
   await late.next((e) => e.event === 'no_leader', 'a late observer starts from the current state');
 });
+
+t.test('observe over the watch websocket: leader and no_leader messages beside ordinary subscriptions', async (t) => {
+  const { listen } = await import('./helpers/app.js');
+  const { WsClient } = await import('./helpers/clients.js');
+  const base = await listen(await buildTestApp(t, cluster.endpoints));
+  const ws = await WsClient.connect(`${base.replace('http', 'ws')}/v1/watch`);
+  t.teardown(() => ws.close());
+  ws.send({ type: 'observe', id: 'o', election: 'ws-observed' });
+  await ws.next((m) => m.type === 'no_leader' && m.id === 'o', 'no leader yet');
+
+  const first = (await campaign('ws-observed', { value: 'one', ttl: 30 })).json();
+  const msg = await ws.next((m) => m.type === 'leader', 'the first leader');
+  t.same(msg, { type: 'leader', id: 'o', name: 'ws-observed', key: first.key, value: 'one', lease: first.lease, revision: first.revision });
+  await proclaim('ws-observed', { key: first.key, value: 'two' });
+  await ws.next((m) => m.type === 'leader' && m.value === 'two', 'the proclaimed value');
+  await resign('ws-observed', `key=${encodeURIComponent(first.key)}`);
+  await ws.next((m) => m.type === 'no_leader' && m.name === 'ws-observed', 'no leader once it resigns');
+
+  // It is a subscription like the others: a duplicate id is refused, unsubscribe ends it.
+  ws.send({ type: 'observe', id: 'o', election: 'other' });
+  t.equal((await ws.next((m) => m.type === 'error' && m.code === 'duplicate_id')).id, 'o');
+  ws.send({ type: 'unsubscribe', id: 'o' });
+  await ws.next((m) => m.type === 'canceled' && m.id === 'o');
+  ws.send({ type: 'observe', id: 'bad', election: '' });
+  t.equal((await ws.next((m) => m.type === 'error' && m.id === 'bad')).code, 'invalid_message', 'an election needs a name');
+});

@@ -37,8 +37,8 @@ export const WEBSOCKET_PATHS: Record<string, unknown> = {
       summary: 'Watch over a websocket: many subscriptions per socket',
       description: [
         'Upgrade to a websocket. Every message is one JSON text frame.',
-        'Client → gateway: `WatchSubscribe`, `WatchUnsubscribe`, `WatchKeepAlive`.',
-        'Gateway → client: `WatchServerMessage` (`created`, `events`, `synced`, `progress`, `canceled`, `keepalive`, `error`, `shutdown`).',
+        'Client → gateway: `WatchSubscribe`, `WatchUnsubscribe`, `WatchKeepAlive`, `WatchObserve` (an election\'s leader).',
+        'Gateway → client: `WatchServerMessage` (`created`, `events`, `synced`, `progress`, `canceled`, `leader`, `no_leader`, `keepalive`, `error`, `shutdown`).',
         'Close codes: 1001 gateway shutting down (after a `shutdown` message with resume revisions), 1009 message too large,',
         '4008 slow consumer (after an `error` message with resume revisions). Resubscribe with `start_revision` = the resume revision.',
         'Browsers from other origins need CORS_ORIGINS.',
@@ -50,6 +50,7 @@ export const WEBSOCKET_PATHS: Record<string, unknown> = {
           { $ref: '#/components/schemas/WatchSubscribe' },
           { $ref: '#/components/schemas/WatchUnsubscribe' },
           { $ref: '#/components/schemas/WatchKeepAlive' },
+          { $ref: '#/components/schemas/WatchObserve' },
         ],
         server: { $ref: '#/components/schemas/WatchServerMessage' },
       },

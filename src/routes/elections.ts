@@ -7,9 +7,8 @@ import { campaign, electionPrefix, leader, proclaim, resign, type Leader } from 
 import { GrantedLeases } from '../concurrency/session.js';
 import { Waits } from '../concurrency/wait.js';
 import { badRequest, Problem } from '../errors.js';
-import type { KeyValueJson } from '../kv/codec.js';
 import { rangeOf } from '../kv/range.js';
-import type { WatchEventJson } from '../watch/events.js';
+import { followLeader, leaderMessage } from '../watch/leader.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink } from '../watch/session.js';
 import { SseStream } from '../watch/sse.js';
@@ -111,42 +110,20 @@ const electionRoutes: FastifyPluginAsyncTypebox<ElectionRoutesOptions> = async (
     async (req, reply) => {
       const name = req.params.name;
       const range = rangeOf(Buffer.from(electionPrefix(name)), { prefix: true });
-      const candidates = new Map<string, KeyValueJson>();
-      let shown: string | undefined;
       const sse = new SseStream(req, reply, {
         heartbeatMs: opts.heartbeatMs,
         maxBufferedBytes: opts.maxBufferedBytes,
         clients: app.watchClients,
         recheck: () => checkReadable(req.etcd.kv, range),
       });
-      // The leader is the candidate with the lowest create revision; say so
-      // whenever that candidate or its value changes.
-      const announce = (revision: number) => {
-        let lead: KeyValueJson | undefined;
-        for (const kv of candidates.values()) if (!lead || kv.create_revision < lead.create_revision) lead = kv;
-        const now = lead ? JSON.stringify([lead.key, lead.key_base64, lead.value, lead.value_base64]) : '';
-        if (now === shown) return;
-        shown = now;
-        if (!lead) return sse.send(JSON.stringify({ name, revision }), { event: 'no_leader', id: revision });
-        const value = lead.value !== undefined ? { value: lead.value } : { value_base64: lead.value_base64 ?? '' };
-        sse.send(JSON.stringify({ name, key: lead.key ?? lead.key_base64, ...value, lease: lead.lease, revision: lead.create_revision }), { event: 'leader', id: revision });
-      };
-      const apply = (events: WatchEventJson[]) => {
-        for (const e of events) {
-          const key = e.kv.key ?? e.kv.key_base64!;
-          if (e.type === 'delete') candidates.delete(key);
-          else candidates.set(key, e.kv);
-        }
-      };
       let failed: WatchError | undefined;
       const sink: TransportSink = {
         created: () => undefined,
-        initial: (events) => apply(events),
-        synced: (revision) => announce(revision),
-        events: (batch) => {
-          apply(batch.events);
-          announce(batch.revision);
-        },
+        ...followLeader((lead, revision) =>
+          lead
+            ? sse.send(JSON.stringify(leaderMessage(name, lead)), { event: 'leader', id: revision })
+            : sse.send(JSON.stringify({ name, revision }), { event: 'no_leader', id: revision }),
+        ),
         progress: () => undefined,
         error: (err) => (sse.isOpen ? sse.fail(err) : (failed = err)),
       };

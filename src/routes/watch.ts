@@ -6,7 +6,9 @@ import { leaseHex, num } from '../kv/codec.js';
 import { keyRange, rangeOf } from '../kv/range.js';
 import { errorResponses, isSet } from '../schemas/common.js';
 import { KeyParams } from '../schemas/kv.js';
-import { SseWatchQuery, WatchClientMessage, type WatchSubscribe } from '../schemas/watch.js';
+import { SseWatchQuery, WatchClientMessage, type WatchObserve, type WatchSubscribe } from '../schemas/watch.js';
+import { electionPrefix } from '../concurrency/election.js';
+import { followLeader, leaderMessage } from '../watch/leader.js';
 import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { keepAliveOnce, leaseIdToEtcd } from '../txn/lease.js';
 import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
@@ -123,13 +125,20 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         cancelExpiry?.();
       };
 
-      const subscribe = async (m: WatchSubscribe) => {
-        if (subs.has(m.id)) return void send(watchErrorMessage({ status: 409, code: 'duplicate_id', message: `subscription ${m.id} exists on this socket` }, m.id));
+      /** A new subscription's place on the socket, or undefined (and an error sent) when it cannot have one. */
+      const reserve = (id: string, range?: SubState['range']): SubState | undefined => {
+        if (subs.has(id)) return void send(watchErrorMessage({ status: 409, code: 'duplicate_id', message: `subscription ${id} exists on this socket` }, id));
         if (subs.size >= opts.maxSubscriptions) {
-          return void send(watchErrorMessage({ status: 429, code: 'too_many_subscriptions', message: `at most ${opts.maxSubscriptions} subscriptions per socket (WATCH_MAX_SUBSCRIPTIONS)` }, m.id));
+          return void send(watchErrorMessage({ status: 429, code: 'too_many_subscriptions', message: `at most ${opts.maxSubscriptions} subscriptions per socket (WATCH_MAX_SUBSCRIPTIONS)` }, id));
         }
-        const state: SubState = { resume: undefined, close: undefined };
-        subs.set(m.id, state);
+        const state: SubState = { resume: undefined, close: undefined, range };
+        subs.set(id, state);
+        return state;
+      };
+
+      const subscribe = async (m: WatchSubscribe) => {
+        const state = reserve(m.id);
+        if (!state) return;
         const sink: TransportSink = {
           created: (start) => {
             state.resume = start;
@@ -173,6 +182,34 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         }
       };
 
+      // An election's leader (etcdctl elect -l), as the SSE observe sends it:
+      // `leader` now and at each change of leader or value, `no_leader` when
+      // the last candidate leaves. Each (re)subscription starts with the
+      // current state, so there is no revision to resume from.
+      const observe = async (m: WatchObserve) => {
+        const state = reserve(m.id, rangeOf(Buffer.from(electionPrefix(m.election)), { prefix: true }));
+        if (!state) return;
+        const sink: TransportSink = {
+          created: (start) => void send({ type: 'created', id: m.id, start_revision: start }),
+          ...followLeader((lead, revision) =>
+            send(lead ? { type: 'leader', id: m.id, ...leaderMessage(m.election, lead) } : { type: 'no_leader', id: m.id, name: m.election, revision }),
+          ),
+          progress: () => undefined,
+          error: (err) => {
+            subs.delete(m.id);
+            send(watchErrorMessage(err, m.id));
+          },
+        };
+        try {
+          const close = await openWatch(watchContext(req), { range: state.range!, initial: true }, sink);
+          if (subs.get(m.id) !== state) close();
+          else state.close = close;
+        } catch (err) {
+          subs.delete(m.id);
+          send(watchErrorMessage(problemToWatchError(err), m.id));
+        }
+      };
+
       // Listeners are attached synchronously: messages that arrive during
       // async work would otherwise be lost (@fastify/websocket README).
       socket.on('message', (data, isBinary) => {
@@ -187,6 +224,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
           return void send(watchErrorMessage({ status: 400, code: 'invalid_message', message: first ? `${first.instancePath || '/'} ${first.message}` : 'messages are JSON text' }, typeof (msg as { id?: unknown })?.id === 'string' ? (msg as { id: string }).id : undefined));
         }
         if (msg.type === 'subscribe') return void subscribe(msg);
+        if (msg.type === 'observe') return void observe(msg);
         if (msg.type === 'unsubscribe') {
           const s = subs.get(msg.id);
           if (!s) return void send(watchErrorMessage({ status: 404, code: 'unknown_subscription', message: `no subscription ${msg.id}` }, msg.id));

@@ -39,7 +39,22 @@ export const WatchKeepAliveSchema = Type.Object(
   { $id: 'WatchKeepAlive', title: 'WatchKeepAlive', additionalProperties: false, description: 'Renew a lease once; send it before the TTL runs out.' },
 );
 
-export const WatchClientMessage = Type.Union([WatchSubscribeSchema, WatchUnsubscribeSchema, WatchKeepAliveSchema]);
+export const WatchObserveSchema = Type.Object(
+  {
+    type: Type.Literal('observe'),
+    id: SubscriptionId,
+    election: Type.String({ minLength: 1, description: 'The election name, as in /v1/elections/{name} and etcdctl elect.' }),
+  },
+  {
+    $id: 'WatchObserve',
+    title: 'WatchObserve',
+    additionalProperties: false,
+    description: 'Follow an election\'s leader (etcdctl elect -l): `leader` now and at each change, `no_leader` when none. `unsubscribe` ends it.',
+  },
+);
+export type WatchObserve = Static<typeof WatchObserveSchema>;
+
+export const WatchClientMessage = Type.Union([WatchSubscribeSchema, WatchUnsubscribeSchema, WatchKeepAliveSchema, WatchObserveSchema]);
 export type WatchClientMessage = Static<typeof WatchClientMessage>;
 
 const WatchEvent = Type.Object({
@@ -67,6 +82,20 @@ export const WatchServerMessageSchema = Type.Union(
       { title: 'progress' },
     ),
     Type.Object({ type: Type.Literal('canceled'), id: Type.String() }, { title: 'canceled' }),
+    Type.Object(
+      {
+        type: Type.Literal('leader'),
+        id: Type.String(),
+        name: Type.String(),
+        key: Type.String({ description: 'The leader\'s candidate key (base64 if not UTF-8).' }),
+        value: Type.Optional(Type.String()),
+        value_base64: Type.Optional(Type.String()),
+        lease: Type.Union([LeaseId, Type.Null()]),
+        revision: Type.Integer({ description: 'The leader\'s term: the create revision of its key.' }),
+      },
+      { title: 'leader' },
+    ),
+    Type.Object({ type: Type.Literal('no_leader'), id: Type.String(), name: Type.String(), revision: Type.Integer() }, { title: 'no_leader' }),
     Type.Object({ type: Type.Literal('keepalive'), lease: LeaseId, ttl: Type.Integer() }, { title: 'keepalive' }),
     Type.Object(
       {
