@@ -37,7 +37,7 @@ import { ElectionLeaderSchema, ResignedSchema } from './schemas/elections.js';
 import { DeleteResultSchema, KeyValueSchema, ListingSchema, PutResultSchema } from './schemas/kv.js';
 import { LeaseInfoSchema, LeaseListSchema, LeaseRevokedSchema, LeaseSchema } from './schemas/leases.js';
 import { LockReleasedSchema, LockSchema } from './schemas/locks.js';
-import { AlarmListSchema, CompactionSchema, DefragmentSchema, HashKvSchema, MoveLeaderSchema } from './schemas/maintenance.js';
+import { AlarmListSchema, CheckPerfSchema, CompactionSchema, DefragmentSchema, HashKvSchema, MoveLeaderSchema } from './schemas/maintenance.js';
 import { LongPollResultSchema, WatchKeepAliveSchema, WatchObserveSchema, WatchServerMessageSchema, WatchSubscribeSchema, WatchUnsubscribeSchema } from './schemas/watch.js';
 import { TxnCompareSchema, TxnOpResponseSchema, TxnOpSchema, TxnRequestSchema, TxnResponseSchema } from './schemas/txn.js';
 
@@ -103,6 +103,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     ClusterStatusSchema,
     ClusterHealthSchema,
     CompactionSchema,
+    CheckPerfSchema,
     DefragmentSchema,
     AlarmListSchema,
     HashKvSchema,

@@ -339,6 +339,15 @@ t.test('token exchange: etcd checks the password; failures take as long as succe
   t.equal(res.statusCode, 400);
 });
 
+t.test('check perf needs the root role: a writer of the prefix is not enough', async (t) => {
+  const bob = await app.inject({ method: 'POST', url: '/v1/maintenance/check-perf', payload: { prefix: '/app/perf/', duration: 1 }, headers: as('bob') });
+  t.equal(bob.statusCode, 403, bob.body);
+  t.equal(await root('get', '--prefix', '/app/perf/', '--keys-only'), '', 'nothing written');
+  const admin = await app.inject({ method: 'POST', url: '/v1/maintenance/check-perf', payload: { prefix: '/app/perf/', duration: 1 }, headers: as('gateway') });
+  t.equal(admin.statusCode, 200, 'a user with the root role may');
+  t.ok(admin.json().writes > 0);
+});
+
 t.test('admin operations as a non-root caller are refused by etcd', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/v1/maintenance/defragment', headers: as('bob') });
   t.equal(res.statusCode, 403);

@@ -3,6 +3,7 @@
 // compaction, defragmentation, alarms, hashkv, and what a stopped member
 // does to each.
 import { createWriteStream } from 'node:fs';
+import { request } from 'node:http';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AlarmAction, AlarmType } from 'etcd3';
 import t from 'tap';
-import { freeze } from './helpers/etcd-waits.js';
+import { freeze, nextEvent } from './helpers/etcd-waits.js';
 import { buildTestApp, listen } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 
@@ -268,4 +269,50 @@ t.test('with one member stopped: its snapshot and defragmentation fail cleanly, 
   t.ok(JSON.parse(await etcdctl('snapshot', 'status', file, '--write-out=json')).totalKey > 0);
   await cluster.startMember(i);
   restarted = true;
+});
+
+t.test('check perf, as etcdctl check perf: its load, its verdicts, and nothing left behind', async (t) => {
+  const res = await post('/v1/maintenance/check-perf', { load: 'small', duration: 2, auto_compact: true });
+  t.equal(res.statusCode, 200, res.body);
+  const r = res.json();
+  t.match(r, { load: 's', limit: 150, clients: 50, duration_seconds: 2 });
+  t.ok(r.writes > 0 && r.writes <= 300, `${r.writes} puts at 150/s for 2 s`);
+  const [throughput, slowest, spread] = r.checks as { pass: boolean; message: string }[];
+  t.same(
+    r.checks.map((c: { message: string }) => c.message.replace(/[\d.]+/g, 'N')),
+    [
+      throughput!.pass ? 'PASS: Throughput is N writes/s' : 'FAIL: Throughput too low: N writes/s',
+      slowest!.pass ? 'PASS: Slowest request took Ns' : 'FAIL: Slowest request took too long: Ns',
+      spread!.pass ? 'PASS: Stddev is Ns' : 'FAIL: Stddev too high: Ns',
+    ],
+    "etcdctl's three verdicts, in its words",
+  );
+  t.equal(throughput!.pass, r.throughput / 150 > 0.9, 'throughput judged as etcdctl judges it');
+  t.equal(slowest!.pass, r.slowest <= 0.5);
+  t.equal(r.pass, r.checks.every((c: { pass: boolean }) => c.pass));
+  t.equal(await etcdctl('get', '--prefix', '/etcdctl-check-perf/', '--keys-only'), '', 'the test keys are deleted');
+  t.equal((await app.inject({ url: `/v1/kv//dr/k?revision=${r.compacted_revision - 1}` })).statusCode, 410, 'auto_compact compacted at the clean-up');
+
+  // A prefix with keys is refused before anything is written, and its keys stay.
+  t.equal((await put('/perf-busy/mine', 'keep')).statusCode, 201);
+  const busy = await post('/v1/maintenance/check-perf', { prefix: '/perf-busy/', duration: 1 });
+  t.equal(busy.statusCode, 409);
+  t.equal(busy.json().code, 'prefix_not_empty');
+  t.equal(await etcdctl('get', '/perf-busy/mine', '--print-value-only'), 'keep\n');
+  const unknown = await post('/v1/maintenance/check-perf', { load: 'huge' });
+  t.equal(unknown.statusCode, 400);
+
+  // A client that leaves mid-run: the load stops and the keys are deleted.
+  const deleted = await nextEvent(app.etcd, '/perf-gone/', 'delete');
+  // (A plain request whose socket is destroyed: fetch's abort leaves its
+  // pooled connection open, which would hold the app's close.)
+  const url = new URL(base);
+  const leaving = request({ host: url.hostname, port: url.port, method: 'POST', path: '/v1/maintenance/check-perf', headers: { 'content-type': 'application/json' } });
+  leaving.on('error', () => undefined);
+  leaving.end(JSON.stringify({ prefix: '/perf-gone/', duration: 30 }));
+  const firstPut = await nextEvent(app.etcd, '/perf-gone/', 'put');
+  await firstPut.event;
+  leaving.destroy();
+  await deleted.event;
+  t.equal(await etcdctl('get', '--prefix', '/perf-gone/', '--keys-only'), '', 'nothing left behind');
 });

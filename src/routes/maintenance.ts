@@ -13,7 +13,9 @@ import type { EtcdCallOptions, EtcdScope } from '../etcd/connection.js';
 import { badRequest, fromEtcdError, isGrpcError, Problem } from '../errors.js';
 import { num } from '../kv/codec.js';
 import { errorResponses } from '../schemas/common.js';
-import { CompactionBody, EndpointQuery, HashKvQuery, MoveLeaderBody } from '../schemas/maintenance.js';
+import { CheckPerfBody, CompactionBody, EndpointQuery, HashKvQuery, MoveLeaderBody } from '../schemas/maintenance.js';
+import { CHECK_PERF_ALIASES, checkPerf } from '../maintenance/check-perf.js';
+import { Waits } from '../concurrency/wait.js';
 import { probeError } from './cluster.js';
 
 export interface MaintenanceRoutesOptions {
@@ -36,6 +38,43 @@ const maintenanceRoutes: FastifyPluginAsyncTypebox<MaintenanceRoutesOptions> = a
   // Alarm GET changes nothing: safe to move on to another member.
   const readCall: () => EtcdCallOptions = () => ({ ...deadline(opts.timeoutMs), kind: 'read' });
   const listAlarms = (etcd: EtcdScope) => etcd.maintenance.alarm({ action: AlarmAction.Get, memberID: 0, alarm: AlarmType.None }, readCall());
+
+  const waits = new Waits(app);
+
+  app.post(
+    '/v1/maintenance/check-perf',
+    {
+      schema: {
+        tags: ['maintenance'],
+        summary: 'Check the performance of the cluster (etcdctl check perf)',
+        description:
+          "etcdctl's workloads and verdicts: puts of 256-byte keys and 1 KiB values under `prefix` at the load's rate for `duration` seconds, then " +
+          'PASS or FAIL on throughput (above 90% of the rate), the slowest request (under 500 ms) and the standard deviation (under 100 ms). ' +
+          'The prefix must be empty and is deleted afterwards, also when the client disconnects. The answer comes when the run ends. ' +
+          'With authentication on, callers need etcd\'s root role.',
+        body: CheckPerfBody,
+        response: { 200: Type.Ref('CheckPerf'), ...errorResponses(403, 409) },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body ?? {};
+      // One request becomes up to 15,000 writes a second: with authentication
+      // on, only callers with etcd's root role, whose role list etcd shows
+      // to root alone, may start it.
+      if (app.authEnabled) await req.etcd.auth.roleList();
+      return waits.run(reply, { onTimeout: () => new Problem(504, 'check_timeout', 'the check ran out of time') }, (scope) =>
+        checkPerf(req.etcd, {
+          load: CHECK_PERF_ALIASES[body.load ?? 's']!,
+          prefix: body.prefix ?? '/etcdctl-check-perf/',
+          durationSeconds: body.duration ?? 60,
+          autoCompact: body.auto_compact ?? false,
+          autoDefrag: body.auto_defrag ?? false,
+          timeoutMs: opts.timeoutMs,
+          signal: scope.signal,
+        }),
+      );
+    },
+  );
 
   const { endpoints: configured } = app.etcd;
   function configuredEndpoint(endpoint: string | undefined): string | undefined {

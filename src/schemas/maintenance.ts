@@ -79,3 +79,41 @@ export const MoveLeaderSchema = Type.Object(
   { leader: MemberId, previous: MemberId },
   { $id: 'MoveLeader', title: 'MoveLeader' },
 );
+
+export const CheckPerfBody = Type.Object(
+  {
+    load: Type.Optional(
+      Type.Enum(['s', 'small', 'm', 'medium', 'l', 'large', 'xl', 'xLarge'], {
+        default: 's',
+        description: "etcdctl's workload model: s 150 puts/s from 50 clients, m 1000/200, l 8000/500, xl 15000/1000.",
+      }),
+    ),
+    prefix: Type.Optional(Type.String({ minLength: 1, default: '/etcdctl-check-perf/', description: 'Where the test keys go; it must be empty.' })),
+    duration: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 600, default: 60, description: 'Seconds of load (etcdctl always runs 60; shorter runs are for a quick look).' }),
+    ),
+    auto_compact: Type.Optional(Type.Boolean({ default: false, description: 'Compact at the revision of the clean-up afterwards.' })),
+    auto_defrag: Type.Optional(Type.Boolean({ default: false, description: 'Defragment every configured member afterwards.' })),
+  },
+  { additionalProperties: false },
+);
+
+export const CheckPerfSchema = Type.Object(
+  {
+    load: Type.Enum(['s', 'm', 'l', 'xl']),
+    limit: Type.Integer({ description: 'Target puts per second.' }),
+    clients: Type.Integer({ description: 'Concurrent puts at most.' }),
+    duration_seconds: Type.Integer(),
+    writes: Type.Integer({ description: 'Puts that succeeded.' }),
+    errors: Type.Record(Type.String(), Type.Integer(), { description: 'Failed puts by error message.' }),
+    throughput: Type.Number({ description: 'Puts per second achieved.' }),
+    slowest: Type.Number({ description: 'Seconds.' }),
+    average: Type.Number({ description: 'Seconds.' }),
+    stddev: Type.Number({ description: 'Seconds.' }),
+    checks: Type.Array(Type.Object({ pass: Type.Boolean(), message: Type.String({ description: "etcdctl's line, e.g. `PASS: Throughput is 151 writes/s`." }) })),
+    pass: Type.Boolean({ description: 'Every check passed (etcdctl prints PASS).' }),
+    compacted_revision: Type.Optional(Revision),
+    defragmented: Type.Optional(Type.Array(Type.String())),
+  },
+  { $id: 'CheckPerf', title: 'CheckPerf' },
+);
