@@ -92,6 +92,32 @@ export class JsonSplitter {
   }
 }
 
+/**
+ * Text in, requests out, for either transport: the first failure (a request
+ * too large) is reported once, and nothing after it is handed out.
+ */
+function requestFeed(maxBytes: number, h: RequestHandlers): { push(text: string): boolean; end(): void } {
+  const splitter = new JsonSplitter(maxBytes, h.message);
+  let failed = false;
+  const attempt = (fn: () => void): boolean => {
+    if (failed) return false;
+    try {
+      fn();
+      return true;
+    } catch (err) {
+      failed = true;
+      h.error(err);
+      return false;
+    }
+  };
+  return {
+    push: (text) => attempt(() => splitter.push(text)),
+    end: () => {
+      if (attempt(() => splitter.finish())) h.end();
+    },
+  };
+}
+
 /** Starts a streamed HTTP answer: 200, etcd's content type, headers on the wire at once. */
 export function httpSink(reply: FastifyReply): ChunkSink {
   reply.hijack();
@@ -122,29 +148,13 @@ export function httpSink(reply: FastifyReply): ChunkSink {
 /** The requests of an HTTP stream: its body, read as it arrives. */
 export function httpRequests(req: FastifyRequest, maxBytes: number): RequestSource {
   return (h) => {
-    const splitter = new JsonSplitter(maxBytes, h.message);
-    let failed = false;
+    const feed = requestFeed(maxBytes, h);
     req.raw.setEncoding('utf8');
     req.raw.on('data', (chunk: string) => {
-      if (failed) return;
-      try {
-        splitter.push(chunk);
-      } catch (err) {
-        failed = true;
-        req.raw.resume();
-        h.error(err);
-      }
+      // After a failure the rest of the body is read and dropped.
+      if (!feed.push(chunk)) req.raw.resume();
     });
-    req.raw.on('end', () => {
-      if (failed) return;
-      try {
-        splitter.finish();
-      } catch (err) {
-        h.error(err);
-        return;
-      }
-      h.end();
-    });
+    req.raw.on('end', () => feed.end());
   };
 }
 
@@ -179,26 +189,8 @@ export function wsSink(socket: WebSocket): ChunkSink {
  */
 export function wsRequests(socket: WebSocket, maxBytes: number): RequestSource {
   return (h) => {
-    const splitter = new JsonSplitter(maxBytes, h.message);
-    let failed = false;
-    socket.on('message', (data, isBinary) => {
-      if (failed) return;
-      try {
-        splitter.push(`${isBinary ? Buffer.from(data as Buffer).toString('utf8') : data.toString()}\n`);
-      } catch (err) {
-        failed = true;
-        h.error(err);
-      }
-    });
-    socket.once('close', () => {
-      if (failed) return;
-      try {
-        splitter.finish();
-      } catch (err) {
-        h.error(err);
-        return;
-      }
-      h.end();
-    });
+    const feed = requestFeed(maxBytes, h);
+    socket.on('message', (data, isBinary) => void feed.push(`${isBinary ? Buffer.from(data as Buffer).toString('utf8') : data.toString()}\n`));
+    socket.once('close', () => feed.end());
   };
 }
