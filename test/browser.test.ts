@@ -225,11 +225,11 @@ t.test('the web console with authentication on: sign in as an etcd user, whose r
   await page.locator('#sign-in').waitFor();
   await page.locator('#sign-in input[name=username]').fill('alice');
   await page.locator('#sign-in input[name=password]').fill('wrong');
-  await page.locator('#sign-in button').click();
+  await page.locator('#sign-in button[type=submit]').click();
   await page.locator('#sign-in-error', { hasText: 'wrong username or password' }).waitFor();
 
   await page.locator('#sign-in input[name=password]').fill('alicepw');
-  await page.locator('#sign-in button').click();
+  await page.locator('#sign-in button[type=submit]').click();
   await page.locator('#listing li.key a', { hasText: 'top' }).waitFor();
   await page.locator('#live.on').waitFor();
   t.ok(await page.evaluate(() => sessionStorage.getItem('etcd-gateway.token')?.split('.').length === 3), 'the token lives in sessionStorage');
@@ -237,6 +237,17 @@ t.test('the web console with authentication on: sign in as an etcd user, whose r
   // Live updates run as alice too.
   await etcdctl('--user=root:rootpw', 'put', '/console/as-root', 'r');
   await page.locator('#listing li.key a', { hasText: 'as-root' }).waitFor();
+
+  // A token from elsewhere (an identity provider's, here one signed with the shared secret) can be pasted instead.
+  const pasted = await browser.newPage();
+  await pasted.goto(`${authedBase}/ui/#${encodeURIComponent('/console/')}`);
+  await pasted.locator('#token-sign-in summary').click();
+  await pasted.locator('#sign-in input[name=token]').fill('not-a-jwt');
+  await pasted.locator('#use-token').click();
+  await pasted.locator('#sign-in-error', { hasText: 'refused' }).waitFor();
+  await pasted.locator('#sign-in input[name=token]').fill(`Bearer ${authed.jwt.sign({ sub: 'alice' })}`);
+  await pasted.locator('#use-token').click();
+  await pasted.locator('#listing li.key a', { hasText: 'top' }).waitFor();
 
   // etcd decides: alice may not list the whole keyspace; the cluster views (status, member list) etcd gives any user.
   await page.locator('#crumbs a', { hasText: '(all keys)' }).click();

@@ -62,6 +62,11 @@ function showSignIn() {
   const socket = state.socket;
   state.socket = null;
   socket?.close();
+  // A token the gateway refused (expired, or not one it accepts) is dropped.
+  if (token()) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $('sign-in-error').textContent = 'The token was refused or has expired: sign in again.';
+  }
   $('sign-in').hidden = false;
   $('keys').hidden = true;
   $('cluster').hidden = true;
@@ -72,6 +77,10 @@ $('sign-in').addEventListener('submit', async (e) => {
   e.preventDefault();
   const form = new FormData(e.target);
   $('sign-in-error').textContent = '';
+  if (!form.get('username') || !form.get('password')) {
+    $('sign-in-error').textContent = 'user and password, please';
+    return;
+  }
   const res = await fetch('/v1/auth/token', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -82,12 +91,24 @@ $('sign-in').addEventListener('submit', async (e) => {
     $('sign-in-error').textContent = body?.detail ?? `sign-in failed (${res.status})`;
     return;
   }
-  sessionStorage.setItem(TOKEN_KEY, body.token);
+  signedIn(body.token);
+});
+
+// A JWT from an identity provider (AUTH_JWKS_URL, or any token the gateway
+// accepts), for deployments where the gateway issues none itself.
+$('use-token').addEventListener('click', () => {
+  const value = $('sign-in').elements.token.value.trim();
+  if (value) signedIn(value.replace(/^Bearer\s+/i, ''));
+});
+
+function signedIn(value) {
+  sessionStorage.setItem(TOKEN_KEY, value);
   $('sign-in').hidden = true;
   $('sign-out').hidden = false;
+  $('sign-in-error').textContent = '';
   showTab('keys');
   start();
-});
+}
 
 $('sign-out').addEventListener('click', () => {
   sessionStorage.removeItem(TOKEN_KEY);
