@@ -138,6 +138,7 @@ t.test('the web console (/ui): browse, edit with compare-and-swap, live updates,
 
   await page.goto(`${base}/ui/#${encodeURIComponent('/console/')}`);
   await page.locator('#live.on').waitFor();
+  await page.locator('#status', { hasText: /^etcd 3\.\d+\.\d+ · revision \d+$/ }).waitFor();
   await page.locator('#listing li.dir a', { hasText: 'app/' }).waitFor();
   t.ok(await page.locator('#listing li.key a', { hasText: 'top' }).isVisible(), 'keys and sub-prefixes of /console/');
 

@@ -125,8 +125,9 @@ function setStatus(text) {
 
 async function refreshStatus() {
   try {
-    const ready = await (await fetch('/readyz')).json();
-    setStatus(ready.status === 'ok' ? `etcd ${ready.etcd_version ?? ''} · revision ${ready.revision}` : `etcd: ${ready.detail ?? ready.status}`);
+    const res = await fetch('/readyz');
+    const ready = await res.json();
+    setStatus(res.ok ? `etcd ${ready.etcd_version} · revision ${ready.revision}` : `etcd not ready: ${ready.detail ?? res.status}`);
   } catch {
     setStatus('gateway unreachable');
   }
