@@ -22,6 +22,9 @@
 // synced set, and only once it has settled: a later answer arrived at
 // least PROGRESS_SETTLE_MS after it. etcd's per-watch progress answers (sent
 // in order with that watch's events, only when it is synced) count at once.
+// What this cannot see: etcd also drops a watch from its synced set, without
+// a word, when the stream's buffer (128 answers) is full because we read too
+// slowly; the settle delay covers ordinary backlogs, not a stall longer than it.
 import type { IDuplexStream, IWatchRequest, IWatchResponse } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import type { EtcdScope } from '../etcd/connection.js';
