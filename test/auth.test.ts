@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import t from 'tap';
 import { buildTestApp, listen } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
+import { gatewayAuthConfig } from './helpers/etcd-auth.js';
 import { SseClient, WsClient } from './helpers/clients.js';
 
 const SECRET = 'test-secret-that-is-at-least-32-characters-long';
@@ -59,7 +60,7 @@ const logLines: string[] = [];
 const app = await buildTestApp(
   t,
   cluster.endpoints,
-  { AUTH_JWT_SECRET: SECRET, ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile, ETCD_USERNAME: 'gateway', ETCD_PASSWORD: 'gwpw', LOG_LEVEL: 'debug' },
+  gatewayAuthConfig(cluster, { AUTH_JWT_SECRET: SECRET, LOG_LEVEL: 'debug' }),
   { stream: new Writable({ write: (c, _e, done) => (logLines.push(c.toString()), done()) }) },
 );
 const base = await listen(app);
@@ -172,7 +173,7 @@ t.test('bad tokens are 401 with WWW-Authenticate', async (t) => {
   // With a public key configured, the HS256-with-the-public-key trick fails too.
   const pubFile = join(tmpdir(), `gw-auth-${process.pid}.pub`);
   await writeFile(pubFile, publicKey.export({ type: 'spki', format: 'pem' }));
-  const rsApp = await buildTestApp(t, cluster.endpoints, { AUTH_JWT_PUBLIC_KEY_FILE: pubFile, ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile, ETCD_USERNAME: 'gateway', ETCD_PASSWORD: 'gwpw' });
+  const rsApp = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWT_PUBLIC_KEY_FILE: pubFile }));
   t.equal((await rsApp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${rs256}` } })).statusCode, 200, 'a good RS256 token');
   const confused = hs256(claimsFor('alice'), publicKey.export({ type: 'spki', format: 'pem' }).toString(), { alg: 'HS256', typ: 'JWT' });
   t.equal((await rsApp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${confused}` } })).statusCode, 401, 'HS256 signed with the public key');
@@ -199,13 +200,7 @@ t.test('an identity provider\'s JWKS (AUTH_JWKS_URL): keys by kid, rotation, and
     const sig = header.alg === 'ES256' ? rsaSign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }) : rsaSign('sha256', Buffer.from(input), key);
     return `${input}.${sig.toString('base64url')}`;
   };
-  const idp = await buildTestApp(t, cluster.endpoints, {
-    AUTH_JWKS_URL: jwksUrl,
-    AUTH_JWT_SECRET: SECRET,
-    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
-    ETCD_USERNAME: 'gateway',
-    ETCD_PASSWORD: 'gwpw',
-  });
+  const idp = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWKS_URL: jwksUrl, AUTH_JWT_SECRET: SECRET }));
   const status = async (token: string) => (await idp.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${token}` } })).statusCode;
 
   t.equal(await status(signed(claimsFor('alice'), keyA.privateKey, { alg: 'RS256', kid: 'a' })), 200, 'a token signed with the provider\'s key a');
@@ -236,12 +231,7 @@ t.test('an identity provider\'s JWKS (AUTH_JWKS_URL): keys by kid, rotation, and
   for (let i = 0; i < 20; i++) await status(signed(claimsFor('alice'), stranger.privateKey, { alg: 'RS256', kid: `made-up-${i}` }));
   t.equal(fetches, before, 'no fetch for made-up key ids within the cooldown');
   // A gateway that has not fetched lately takes the new key at once.
-  const fresh = await buildTestApp(t, cluster.endpoints, {
-    AUTH_JWKS_URL: jwksUrl,
-    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
-    ETCD_USERNAME: 'gateway',
-    ETCD_PASSWORD: 'gwpw',
-  });
+  const fresh = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWKS_URL: jwksUrl }));
   const freshStatus = async (token: string) => (await fresh.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${token}` } })).statusCode;
   t.equal(await freshStatus(rotated), 200, 'the rotated-in ES256 key b');
   t.equal(await freshStatus(signed(claimsFor('alice'), keyA.privateKey, { alg: 'RS256', kid: 'a' })), 200, 'and key a beside it');
@@ -249,12 +239,7 @@ t.test('an identity provider\'s JWKS (AUTH_JWKS_URL): keys by kid, rotation, and
   t.equal((await fresh.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'alice', password: 'pw-alice' } })).statusCode, 404, 'with the JWKS alone the gateway issues no tokens');
 
   // A provider that cannot be reached: 503, not 401.
-  const unreachable = await buildTestApp(t, cluster.endpoints, {
-    AUTH_JWKS_URL: 'http://127.0.0.1:1/keys',
-    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
-    ETCD_USERNAME: 'gateway',
-    ETCD_PASSWORD: 'gwpw',
-  });
+  const unreachable = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWKS_URL: 'http://127.0.0.1:1/keys' }));
   const down = await unreachable.inject({ url: '/v1/kv//app/x', headers: { authorization: `Bearer ${signed(claimsFor('alice'), keyA.privateKey, { alg: 'RS256', kid: 'a' })}` } });
   t.equal(down.statusCode, 503, down.body);
   t.equal(down.json().code, 'jwks_unavailable');
@@ -363,13 +348,7 @@ t.test('logs never contain a token or a password', async (t) => {
 });
 
 t.test('users, roles and permissions over HTTP, as etcdctl does them', async (t) => {
-  const rootApp = await buildTestApp(t, cluster.endpoints, {
-    AUTH_JWT_SECRET: SECRET,
-    AUTH_ALLOW_ROOT: true,
-    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
-    ETCD_USERNAME: 'gateway',
-    ETCD_PASSWORD: 'gwpw',
-  });
+  const rootApp = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWT_SECRET: SECRET, AUTH_ALLOW_ROOT: true }));
   const call = (method: string, url: string, payload?: unknown, user = 'root') =>
     rootApp.inject({ method: method as 'GET', url, payload: payload as never, headers: as(user) });
 
@@ -450,13 +429,7 @@ t.test('leases belong to the subject that granted them through the gateway', asy
 });
 
 t.test('a roles claim maps onto a gateway-managed etcd user holding exactly those roles', async (t) => {
-  const rolesApp = await buildTestApp(t, cluster.endpoints, {
-    AUTH_JWT_SECRET: SECRET,
-    AUTH_ROLES_CLAIM: 'roles',
-    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
-    ETCD_USERNAME: 'gateway',
-    ETCD_PASSWORD: 'gwpw',
-  });
+  const rolesApp = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWT_SECRET: SECRET, AUTH_ROLES_CLAIM: 'roles' }));
   const withRoles = (roles: unknown) => ({ authorization: `Bearer ${hs256(claimsFor('someone-from-the-idp', { roles }))}` });
   let res = await rolesApp.inject({ url: '/v1/kv//app/x', headers: withRoles(['app-read']) });
   t.equal(res.statusCode, 200, 'app-read reads');

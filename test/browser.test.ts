@@ -8,6 +8,7 @@ import { chromium, type Browser } from 'playwright-core';
 import t from 'tap';
 import { buildTestApp, listen } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
+import { enableEtcdAuth, gatewayAuthConfig } from './helpers/etcd-auth.js';
 
 const cluster = await startCluster(t);
 const app = await buildTestApp(t, cluster.endpoints);
@@ -205,21 +206,9 @@ t.test('the web console pages a large directory at the gateway\'s listing limit'
 
 t.test('the web console with authentication on: sign in as an etcd user, whose roles decide what it shows', async (t) => {
   const { etcdctl } = cluster;
-  await etcdctl('user', 'add', 'root:rootpw');
-  await etcdctl('user', 'add', 'gateway:gwpw');
-  await etcdctl('user', 'grant-role', 'gateway', 'root');
-  await etcdctl('role', 'add', 'console-rw');
-  await etcdctl('role', 'grant-permission', 'console-rw', 'readwrite', '/console/', '--prefix=true');
-  await etcdctl('user', 'add', 'alice:alicepw');
-  await etcdctl('user', 'grant-role', 'alice', 'console-rw');
-  await etcdctl('auth', 'enable');
+  await enableEtcdAuth(etcdctl, [{ user: 'alice', password: 'alicepw', role: 'console-rw', prefix: '/console/' }]);
   t.teardown(() => etcdctl('--user=root:rootpw', 'auth', 'disable'));
-  const authed = await buildTestApp(t, cluster.endpoints, {
-    AUTH_JWT_SECRET: 'browser-test-secret-that-is-at-least-32-chars',
-    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
-    ETCD_USERNAME: 'gateway',
-    ETCD_PASSWORD: 'gwpw',
-  });
+  const authed = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWT_SECRET: 'browser-test-secret-that-is-at-least-32-chars' }));
   const authedBase = await listen(authed);
   const page = await browser.newPage();
   await page.goto(`${authedBase}/ui/#${encodeURIComponent('/console/')}`);

@@ -14,6 +14,7 @@ import { JsonSplitter } from '../src/v3/streams.js';
 import { buildApp } from '../src/app.js';
 import { buildTestApp, listen, testConfig } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
+import { enableEtcdAuth, gatewayAuthConfig } from './helpers/etcd-auth.js';
 import { nextEvent } from './helpers/etcd-waits.js';
 
 const cluster = await startCluster(t);
@@ -1026,22 +1027,10 @@ t.test('python3-etcd3gw, an existing etcd JSON-gateway client, works unchanged',
 // Last: turns etcd authentication on for the rest of this cluster's life.
 t.test('with authentication on: the caller is the etcd user, refusals are etcd error bodies', async (t) => {
   const SECRET = 'v3-test-secret-that-is-at-least-32-characters';
-  await etcdctl('user', 'add', 'root:rootpw');
-  await etcdctl('user', 'add', 'gateway:gwpw');
-  await etcdctl('user', 'grant-role', 'gateway', 'root');
-  await etcdctl('role', 'add', 'app-rw');
-  await etcdctl('role', 'grant-permission', 'app-rw', 'readwrite', '/app/', '--prefix=true');
-  await etcdctl('user', 'add', 'alice:alicepw');
-  await etcdctl('user', 'grant-role', 'alice', 'app-rw');
   await etcdctl('put', '/app/x', 'mine');
   await etcdctl('put', '/other', 'theirs');
-  await etcdctl('auth', 'enable');
-  const authed = await buildTestApp(t, cluster.endpoints, {
-    AUTH_JWT_SECRET: SECRET,
-    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
-    ETCD_USERNAME: 'gateway',
-    ETCD_PASSWORD: 'gwpw',
-  });
+  await enableEtcdAuth(etcdctl, [{ user: 'alice', password: 'alicepw', role: 'app-rw', prefix: '/app/' }]);
+  const authed = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWT_SECRET: SECRET }));
   const base = await listen(authed);
   const jwt = authed.jwt.sign({ sub: 'alice' });
   const bearer = { authorization: `Bearer ${jwt}` };
