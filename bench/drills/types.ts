@@ -26,7 +26,13 @@ export interface DrillContext {
   restartGateway(signal?: NodeJS.Signals): Promise<void>;
   /** Index (into cluster.members) of the current leader, asked of etcd itself. */
   leaderIndex(): Promise<number>;
-  /** SIGSTOP a member; resolves once the kernel reports it stopped. heal() thaws it. */
+  /**
+   * Indexes of the members the gateway process holds TCP connections to (from
+   * `ss`). The gateway keeps to the first member it reaches, so this is
+   * usually one member: the one whose freezing hurts.
+   */
+  connectedMembers(): Promise<number[]>;
+  /** SIGSTOP a member; resolves once the kernel reports it stopped. The runner thaws it after the drill. */
   freeze(i: number): Promise<void>;
   /** SIGCONT a frozen member. */
   thaw(i: number): void;

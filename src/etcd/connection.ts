@@ -5,11 +5,22 @@
 // callers, so one caller's permission error (UNKNOWN in etcd 3.4) could block
 // everybody for seconds (shared/reference/stack.md §2.4). Here:
 // - every call has a deadline (REQUEST_TIMEOUT_MS unless the caller gives one);
-// - reads move on to the next member on UNAVAILABLE until the deadline;
+// - reads move on to the next member on UNAVAILABLE until the deadline, and a
+//   read with no answer after HEDGE_MS goes to a second member too (first
+//   answer wins, the other is cancelled);
 // - writes are sent again only when etcd provably never saw them: no
 //   connection could be established, or etcd refused them up front because the
 //   member has no leader (we ask for that check with `hasleader` metadata, as
 //   etcd's Go client does). Anything else fails with the outcome unknown.
+// - a member that stops answering (a call unanswered for STALL_MS, or a call
+//   that hit its deadline) is suspect: new calls go to the others at once, and
+//   it gets calls again once it answers a background probe, as etcd's Go
+//   client balancer does. A frozen member (GC pause, stalled disk, SIGSTOP)
+//   keeps its TCP connection READY, so channel state alone never shows it.
+// - when the members that answer say they have no leader for NO_LEADER_GRACE_MS
+//   (quorum lost, not a short election), calls fail at once with that answer
+//   instead of waiting for the deadline. Serializable reads do not ask for a
+//   leader: any live member answers them from its own store.
 import { readFileSync } from 'node:fs';
 import {
   credentials as grpcCredentials,
@@ -89,17 +100,69 @@ function isRefusedUpFront(err: GrpcLikeError): boolean {
   return text.includes('etcdserver: no leader') || text.includes('rpc not supported for learner');
 }
 
+function isNoLeader(err: GrpcLikeError): boolean {
+  return (err.details ?? err.message).includes('etcdserver: no leader');
+}
+
+/**
+ * Errors the member itself did not produce: the call got no answer (its
+ * deadline passed, we cancelled it) or the connection failed. etcd's own
+ * refusals ("etcdserver: no leader") also travel as UNAVAILABLE, but they are
+ * answers: the member is alive.
+ */
+function isUnanswered(err: GrpcLikeError): boolean {
+  if (err.code === GrpcStatus.DEADLINE_EXCEEDED || err.code === GrpcStatus.CANCELLED) return true;
+  return err.code === GrpcStatus.UNAVAILABLE && !(err.details ?? err.message).includes('etcdserver:');
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+// A healthy member answers in milliseconds, and a proposal on a follower waits
+// at most about one election timeout (1 s by default) before etcd refuses it
+// for lack of a leader. A member with calls unanswered for longer is suspect:
+// new calls go elsewhere, a probe tells whether it is merely slow.
+const STALL_MS = 1000;
+// Probes are a cheap Maintenance.status; a live member answers well within this.
+const PROBE_TIMEOUT_MS = 1000;
+const PROBE_INTERVAL_MS = 1000;
+// A read with no answer this long goes to the next member too. Longer than any
+// ordinary read on loopback or a LAN, short enough that a read behind a frozen
+// member still answers within about a second.
+const HEDGE_MS = 500;
+// During an ordinary election members say "no leader" for a few hundred
+// milliseconds and calls are worth retrying; past this, quorum is lost and
+// waiting for the deadline only delays the honest answer.
+const NO_LEADER_GRACE_MS = 1500;
+
+interface MemberHealth {
+  /** Calls sent to the member that have not settled. */
+  pending: number;
+  /** When the oldest call sent since the member's last answer was sent. */
+  unansweredSince?: number;
+  /** Why new calls avoid the member, until it answers a probe. */
+  suspect?: string;
+  probing: boolean;
+}
+
+interface Attempt<T> {
+  promise: Promise<T>;
+  cancel(): void;
+}
+
+type RoundResult<T> = { result: T } | { errors: GrpcLikeError[]; fatal?: GrpcLikeError };
 
 export class EtcdConnection {
   readonly endpoints: string[];
 
   private readonly hosts: Host[];
+  private readonly health: MemberHealth[];
   private readonly timeoutMs: number;
   private rr = 0;
   private closed = false;
+  /** Since when the members that answer have said they have no leader. */
+  private leaderlessSince: number | undefined;
 
   constructor(opts: EtcdConnectionOptions) {
     if (opts.endpoints.length === 0) throw new Error('no etcd endpoints');
@@ -111,23 +174,92 @@ export class EtcdConnection {
       // grows to two minutes, far longer than an etcd restart takes.
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
+      // Pings on connections with calls in flight (watch streams, long
+      // calls), so a member that stops answering breaks them within ~8 s.
+      // etcd sends GOAWAY (ENHANCE_YOUR_CALM) to clients that ping more
+      // often than its --grpc-keepalive-min-time (5 s) and, since it does not
+      // permit pings without streams, to idle connections that ping at all:
+      // hence no keepalive_permit_without_calls.
+      'grpc.keepalive_time_ms': 6000,
+      'grpc.keepalive_timeout_ms': 2500,
       // etcd answers can exceed grpc's 4 MiB default (etcd#14997).
       'grpc.max_receive_message_length': 256 * 1024 * 1024,
     };
     this.hosts = opts.endpoints.map((url) => new Host(url, creds, channelOptions, noop));
+    this.health = this.hosts.map(() => ({ pending: 0, probing: false }));
   }
 
-  /** Hosts in the order to try them: healthy channels first, round-robin among equals. */
-  private orderedHosts(service: ServiceName): Host[] {
-    const start = this.rr++ % this.hosts.length;
-    const rotated = [...this.hosts.slice(start), ...this.hosts.slice(0, start)];
-    const rank = (h: Host) => STATE_RANK[h.getServiceClient(service).getChannel().getConnectivityState(false)] ?? 5;
-    return rotated
-      .map((host, i) => ({ host, key: rank(host) * 100 + i }))
+  /**
+   * Indexes of the members in the order to try them: members that answer
+   * before suspect ones, then by channel state, round-robin among equals.
+   */
+  private order(service: ServiceName): number[] {
+    const n = this.hosts.length;
+    const start = this.rr++ % n;
+    const now = Date.now();
+    const rank = (i: number) =>
+      (this.checkStalled(i, now) ? 10 : 0) + (STATE_RANK[this.hosts[i]!.getServiceClient(service).getChannel().getConnectivityState(false)] ?? 5);
+    return Array.from({ length: n }, (_, k) => (start + k) % n)
+      .map((i, k) => ({ i, key: rank(i) * 100 + k }))
       .sort((a, b) => a.key - b.key)
-      .map((x) => x.host);
+      .map((x) => x.i);
+  }
+
+  /** Hosts in the order to try them (see order()). */
+  private orderedHosts(service: ServiceName): Host[] {
+    return this.order(service).map((i) => this.hosts[i]!);
+  }
+
+  /** Whether member i is suspect, marking it so if its calls went unanswered for STALL_MS. */
+  private checkStalled(i: number, now: number): boolean {
+    const h = this.health[i]!;
+    if (!h.suspect && h.unansweredSince !== undefined && now - h.unansweredSince >= STALL_MS) {
+      this.markSuspectAt(i, `no answer for ${now - h.unansweredSince} ms`);
+    }
+    return h.suspect !== undefined;
+  }
+
+  /** Whether new calls avoid this member until it answers a probe. */
+  isSuspect(endpoint: string): boolean {
+    const i = this.endpoints.indexOf(endpoint);
+    return i >= 0 && this.checkStalled(i, Date.now());
+  }
+
+  /**
+   * Marks a member suspect (e.g. a watch stream on it stopped answering):
+   * new calls and streams go to the other members until it answers a probe.
+   */
+  markSuspect(endpoint: string, reason: string): void {
+    const i = this.endpoints.indexOf(endpoint);
+    if (i >= 0) this.markSuspectAt(i, reason);
+  }
+
+  private markSuspectAt(i: number, reason: string): void {
+    const h = this.health[i]!;
+    h.suspect ??= reason;
+    if (!h.probing && !this.closed) {
+      h.probing = true;
+      void this.probe(i).finally(() => (h.probing = false));
+    }
+  }
+
+  /** Probes a suspect member until it answers anything at all, or the connection closes. */
+  private async probe(i: number): Promise<void> {
+    const h = this.health[i]!;
+    while (h.suspect !== undefined && !this.closed) {
+      const started = Date.now();
+      try {
+        await this.start(i, 'Maintenance', 'status', {}, this.memberMetadata(), { deadline: started + PROBE_TIMEOUT_MS }).promise;
+        return;
+      } catch (err) {
+        // Any refusal from etcd itself (auth, ...) proves the member alive.
+        if (!isUnanswered(err as GrpcLikeError)) {
+          h.suspect = undefined;
+          return;
+        }
+      }
+      await sleep(Math.max(0, PROBE_INTERVAL_MS - (Date.now() - started)));
+    }
   }
 
   private metadata(token?: string): Metadata {
@@ -152,12 +284,88 @@ export class EtcdConnection {
   }
 
   private invoke<T>(host: Host, service: ServiceName, method: string, params: unknown, md: Metadata, options: CallOptions): Promise<T> {
-    const client = host.getServiceClient(service) as unknown as Record<
+    return this.start<T>(this.hosts.indexOf(host), service, method, params, md, options).promise;
+  }
+
+  /** Sends one unary call to member i, keeping the member's health record. */
+  private start<T>(i: number, service: ServiceName, method: string, params: unknown, md: Metadata, options: CallOptions): Attempt<T> {
+    const client = this.hosts[i]!.getServiceClient(service) as unknown as Record<
       string,
-      (p: unknown, m: Metadata, o: CallOptions, cb: (err: GrpcLikeError | null, res: T) => void) => void
+      (p: unknown, m: Metadata, o: CallOptions, cb: (err: GrpcLikeError | null, res: T) => void) => { cancel(): void }
     >;
-    return new Promise<T>((resolve, reject) => {
-      client[method]!(params, md, options, (err, res) => (err ? reject(err) : resolve(res)));
+    const h = this.health[i]!;
+    h.pending++;
+    h.unansweredSince ??= Date.now();
+    let call!: { cancel(): void };
+    const promise = new Promise<T>((resolve, reject) => {
+      call = client[method]!(params, md, options, (err, res) => {
+        h.pending--;
+        if (!err || !isUnanswered(err)) {
+          // The member answered: it is alive, whatever it said.
+          h.unansweredSince = h.pending > 0 ? Date.now() : undefined;
+          h.suspect = undefined;
+        } else if (err.code === GrpcStatus.DEADLINE_EXCEEDED) {
+          this.markSuspectAt(i, 'a call hit its deadline');
+        } else if (h.pending === 0 && err.code === GrpcStatus.UNAVAILABLE) {
+          // The connection broke or never came up: channel state says so now.
+          h.unansweredSince = undefined;
+        }
+        if (err) reject(err);
+        else resolve(res);
+      });
+    });
+    return { promise, cancel: () => call.cancel() };
+  }
+
+  /**
+   * One pass over the members in `order`: calls one member at a time, moving
+   * on after an error `tryNext` accepts, or (with `hedge`) also after HEDGE_MS
+   * without an answer. Settles with the first answer, with an error that ends
+   * the call (`fatal`), or with every member's error.
+   */
+  private round<T>(
+    order: number[],
+    send: (i: number) => Attempt<T>,
+    tryNext: (err: GrpcLikeError) => boolean,
+    hedge: boolean,
+  ): Promise<RoundResult<T>> {
+    return new Promise((resolve) => {
+      const active = new Set<Attempt<T>>();
+      const errors: GrpcLikeError[] = [];
+      let next = 0;
+      let done = false;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (r: RoundResult<T>) => {
+        done = true;
+        clearTimeout(timer);
+        for (const a of active) a.cancel();
+        resolve(r);
+      };
+      const launch = () => {
+        if (done) return;
+        if (next >= order.length) {
+          if (active.size === 0) finish({ errors });
+          return;
+        }
+        const attempt = send(order[next++]!);
+        active.add(attempt);
+        clearTimeout(timer);
+        if (hedge && next < order.length) timer = setTimeout(launch, HEDGE_MS);
+        attempt.promise.then(
+          (result) => {
+            active.delete(attempt);
+            if (!done) finish({ result });
+          },
+          (err: GrpcLikeError) => {
+            active.delete(attempt);
+            if (done) return;
+            errors.push(err);
+            if (tryNext(err)) launch();
+            else finish({ errors, fatal: err });
+          },
+        );
+      };
+      launch();
     });
   }
 
@@ -167,34 +375,47 @@ export class EtcdConnection {
     const { token, kind: kindOption, ...callOptions } = options ?? {};
     const kind: CallKind = kindOption ?? (READ_METHODS.has(`${service}.${method}`) ? 'read' : 'write');
     const deadline = callOptions.deadline ? new Date(callOptions.deadline).getTime() : Date.now() + this.timeoutMs;
-    const md = this.metadata(token);
-    let lastError: GrpcLikeError | undefined;
+    // A serializable read is answered from the member's own store, leader or
+    // not: that is what keeps such reads working after quorum is lost.
+    const anyMember = service === 'KV' && method === 'range' && (params as { serializable?: boolean } | null)?.serializable === true;
+    const md = anyMember ? this.memberMetadata(token) : this.metadata(token);
+    const send = (i: number) => this.start<T>(i, service, method, params, md, { ...callOptions, deadline });
+    const tryNext = (err: GrpcLikeError) => {
+      (err as unknown as Record<symbol, CallKind>)[CALL_KIND] = kind;
+      const notSent = isNotSent(err);
+      if (notSent) (err as unknown as Record<symbol, boolean>)[NOT_SENT] = true;
+      return (notSent || isRefusedUpFront(err) || (kind === 'read' && err.code === GrpcStatus.UNAVAILABLE)) && Date.now() < deadline;
+    };
+    let noLeaderSince: number | undefined;
     for (let round = 0; ; round++) {
-      let allNotSent = true;
-      for (const host of this.orderedHosts(service)) {
-        try {
-          return await this.invoke<T>(host, service, method, params, md, { ...callOptions, deadline });
-        } catch (e) {
-          const err = e as GrpcLikeError;
-          (err as unknown as Record<symbol, CallKind>)[CALL_KIND] = kind;
-          lastError = err;
-          const notSent = isNotSent(err);
-          if (notSent) (err as unknown as Record<symbol, boolean>)[NOT_SENT] = true;
-          else allNotSent = false;
-          const tryNext =
-            notSent ||
-            isRefusedUpFront(err) ||
-            (kind === 'read' && err.code === GrpcStatus.UNAVAILABLE);
-          if (!tryNext || Date.now() >= deadline) throw err;
-        }
+      let order = this.order(service);
+      // A write is never hedged and never resent once sent, so do not hand it
+      // to a member that is not answering while another one is.
+      if (kind === 'write') {
+        const answering = order.filter((i) => this.health[i]!.suspect === undefined);
+        if (answering.length > 0) order = answering;
       }
+      const r = await this.round(order, send, tryNext, kind === 'read');
+      if ('result' in r) {
+        if (!anyMember) this.leaderlessSince = undefined;
+        return r.result;
+      }
+      if (r.fatal) throw r.fatal;
+      const lastError = r.errors[r.errors.length - 1]!;
       // Every member refused the connection: the cluster is down, say so now
       // rather than spinning until the deadline.
-      if (allNotSent) throw lastError;
+      if (r.errors.every((e) => (e as unknown as Record<symbol, boolean>)[NOT_SENT])) throw lastError;
+      const noLeader = r.errors.find(isNoLeader);
+      if (noLeader) {
+        const now = Date.now();
+        this.leaderlessSince ??= now;
+        noLeaderSince ??= now;
+        if (now - Math.min(noLeaderSince, this.leaderlessSince) >= NO_LEADER_GRACE_MS) throw noLeader;
+      }
       // Members are up but none could serve (an election in progress): back
       // off briefly and go round again until the deadline.
       const wait = Math.min(50 * 2 ** round, 500, deadline - Date.now());
-      if (wait <= 0) throw lastError;
+      if (wait <= 0) throw noLeader ?? lastError;
       await sleep(wait);
     }
   }
@@ -220,6 +441,7 @@ export class EtcdConnection {
 
   close(): void {
     this.closed = true;
+    for (const h of this.health) h.suspect = undefined;
     for (const host of this.hosts) host.close();
   }
 
