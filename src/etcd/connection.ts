@@ -319,9 +319,11 @@ export class EtcdConnection {
 
   /**
    * One pass over the members in `order`: calls one member at a time, moving
-   * on after an error `tryNext` accepts, or (with `hedge`) also after HEDGE_MS
-   * without an answer. Settles with the first answer, with an error that ends
-   * the call (`fatal`), or with every member's error.
+   * on after an error `tryNext` accepts; with `hedge`, after HEDGE_MS without
+   * an answer it calls all the remaining members at once (with two of three
+   * members frozen, the live one still answers within HEDGE_MS). Settles with
+   * the first answer, with an error that ends the call (`fatal`), or with
+   * every member's error.
    */
   private round<T>(
     order: number[],
@@ -341,6 +343,9 @@ export class EtcdConnection {
         for (const a of active) a.cancel();
         resolve(r);
       };
+      const hedgeAll = () => {
+        while (!done && next < order.length) launch();
+      };
       const launch = () => {
         if (done) return;
         if (next >= order.length) {
@@ -349,8 +354,7 @@ export class EtcdConnection {
         }
         const attempt = send(order[next++]!);
         active.add(attempt);
-        clearTimeout(timer);
-        if (hedge && next < order.length) timer = setTimeout(launch, HEDGE_MS);
+        if (hedge && next < order.length && timer === undefined) timer = setTimeout(hedgeAll, HEDGE_MS);
         attempt.promise.then(
           (result) => {
             active.delete(attempt);
@@ -389,12 +393,12 @@ export class EtcdConnection {
     let noLeaderSince: number | undefined;
     for (let round = 0; ; round++) {
       let order = this.order(service);
-      // A write is never hedged and never resent once sent, so do not hand it
-      // to a member that is not answering while another one is.
-      if (kind === 'write') {
-        const answering = order.filter((i) => this.health[i]!.suspect === undefined);
-        if (answering.length > 0) order = answering;
-      }
+      // Members that answer are tried first anyway; leave the suspect ones out
+      // altogether while any other is left. A write sent to a hung member
+      // would end unknown; a read would wait for its deadline after the live
+      // members refused it (no leader) instead of saying so.
+      const answering = order.filter((i) => this.health[i]!.suspect === undefined);
+      if (answering.length > 0) order = answering;
       const r = await this.round(order, send, tryNext, kind === 'read');
       if ('result' in r) {
         if (!anyMember) this.leaderlessSince = undefined;
