@@ -1,14 +1,18 @@
 // Exactly-once under faults: a writer does a few hundred writes (single puts,
 // deletes and multi-key txns) while the etcd member serving the gateway's
-// watch stream is killed and restarted. Every websocket and SSE subscriber's
-// delivered sequence must equal etcd's own history of the range, read from
-// etcd afterwards with etcdctl.
+// watch stream is killed and restarted, or frozen (SIGSTOP: it keeps its
+// connections open and says nothing); and a websocket client that stops
+// reading is cut off and resumes. Every subscriber's delivered sequence must
+// equal etcd's own history of the range, read from etcd afterwards with
+// etcdctl.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import t from 'tap';
+import { EtcdConnection, EtcdScope } from '../src/etcd/connection.js';
 import { buildTestApp, listen } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 import { SseClient, WsClient, type Message } from './helpers/clients.js';
+import { freeze } from './helpers/etcd-waits.js';
 
 const cluster = await startCluster(t);
 const app = await buildTestApp(t, cluster.endpoints, { REQUEST_TIMEOUT_MS: 3000 });
@@ -17,8 +21,8 @@ const base = await listen(app);
 type Entry = string; // "<revision> <put|delete> <key>"
 
 /** etcd's own history of a prefix between two revisions, via `etcdctl watch --rev`. */
-async function etcdHistory(prefix: string, from: number, to: number): Promise<Entry[]> {
-  const child = spawn('etcdctl', [`--endpoints=${cluster.endpoints.join(',')}`, 'watch', '--prefix', prefix, `--rev=${from}`, '-w', 'json'], {
+async function etcdHistory(prefix: string, from: number, to: number, endpoints = cluster.endpoints): Promise<Entry[]> {
+  const child = spawn('etcdctl', [`--endpoints=${endpoints.join(',')}`, 'watch', '--prefix', prefix, `--rev=${from}`, '-w', 'json'], {
     env: { ...process.env, ETCDCTL_API: '3' },
   });
   const out: Entry[] = [];
@@ -52,8 +56,8 @@ t.test('every subscriber sees etcd history exactly once while the watch member i
   t.teardown(() => sse.close());
   await sse.next((e) => e.event === 'created');
 
-  const peer = (await (await fetch(`${base}/readyz`)).json()).watch.stream_peer as string;
-  const victim = cluster.endpoints.findIndex((e) => e.endsWith(peer));
+  const peer = app.watchHub.streamEndpoint()!;
+  const victim = cluster.endpoints.indexOf(peer);
   t.ok(victim >= 0, `the watch stream is served by ${peer}`);
 
   let applied = 0;
@@ -61,7 +65,7 @@ t.test('every subscriber sees etcd history exactly once while the watch member i
   for (let i = 0; i < 300; i++) {
     if (i === 100) await cluster.stopMember(victim);
     if (i === 200) {
-      const moved = (await (await fetch(`${base}/readyz`)).json()).watch.stream_peer;
+      const moved = app.watchHub.streamEndpoint();
       t.not(moved, peer, `the watch stream moved to ${moved} when its member died`);
       await cluster.startMember(victim);
     }
@@ -99,4 +103,106 @@ t.test('every subscriber sees etcd history exactly once while the watch member i
   t.same(a, history, 'websocket subscriber a: exactly etcd history');
   t.same(b, history.filter((h) => Number(h.split(' ')[0]) >= bStart), 'websocket subscriber b: exactly etcd history from its start');
   t.same(s, history, 'SSE subscriber: exactly etcd history');
+});
+
+/** Resolves once `cond()` holds (checked every 20 ms), or rejects after `ms`. */
+async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
+  for (const end = Date.now() + ms; !cond(); await new Promise((r) => setTimeout(r, 20))) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+  }
+}
+
+t.test('a frozen watch member: the watches move to another member and deliver etcd history exactly once before it thaws', async (t) => {
+  const frozen = app.watchHub.streamEndpoint()!;
+  const victim = cluster.endpoints.indexOf(frozen);
+  t.ok(victim >= 0, `the watch stream is served by ${frozen}`);
+  // Writes go to the other members directly, so they go on whatever the
+  // gateway's own request path does with the frozen one.
+  const others = cluster.endpoints.filter((_, i) => i !== victim);
+  const writer = new EtcdScope(new EtcdConnection({ endpoints: others, timeoutMs: 10_000 }));
+  t.teardown(() => writer.connection.close());
+  const put = async (key: string, value = 'v') => Number((await writer.kv.put({ key: Buffer.from(key), value: Buffer.from(value) })).header.revision);
+  const del = async (key: string) => Number((await writer.kv.deleteRange({ key: Buffer.from(key) })).header.revision);
+
+  const startRev = (await put('/hang/start')) + 1;
+  const ws = await WsClient.connect(`${base.replace('http', 'ws')}/v1/watch`);
+  t.teardown(() => ws.close());
+  ws.send({ type: 'subscribe', id: 'a', key: '/hang/', prefix: true, start_revision: startRev });
+  ws.send({ type: 'subscribe', id: 'b', key: '/hang/', prefix: true, start_revision: startRev, progress_notify: true });
+  await ws.next((m) => m.type === 'created' && m.id === 'a');
+  await ws.next((m) => m.type === 'created' && m.id === 'b');
+  const sse = await SseClient.open(`${base}/v1/watch//hang/?prefix&start_revision=${startRev}`);
+  t.teardown(() => sse.close());
+  await sse.next((e) => e.event === 'created');
+  t.equal(app.watchHub.streamEndpoint(), frozen, 'the subscriptions share the stream on the member about to freeze');
+
+  for (let i = 0; i < 10; i++) await put(`/hang/k${i}`, `before ${i}`);
+  await freeze(cluster.members[victim]!.pid, t);
+  const frozenAt = Date.now();
+  // Written while the stream's member is frozen and before the watches move.
+  for (let i = 0; i < 10; i++) await put(`/hang/k${i}`, `frozen ${i}`);
+  await until(() => (app.watchHub.streamEndpoint() ?? frozen) !== frozen, 'the watch stream to leave the frozen member');
+  t.comment(`the watch stream moved to ${app.watchHub.streamEndpoint()} ${Date.now() - frozenAt} ms after the freeze`);
+  for (let i = 0; i < 10; i++) await (i % 3 === 0 ? del(`/hang/k${i}`) : put(`/hang/k${i}`, `moved ${i}`));
+  const endRev = await put('/hang/end');
+
+  await ws.next((m) => m.type === 'events' && m.id === 'a' && m.revision === endRev, 'the last write on subscription a', 20_000);
+  await ws.next((m) => m.type === 'events' && m.id === 'b' && m.revision === endRev, 'the last write on subscription b', 20_000);
+  await sse.next((e) => e.id === String(endRev), 'the last write on SSE', 20_000);
+  const history = await etcdHistory('/hang/', startRev, endRev, others);
+  t.equal(history.length, 31, 'etcd history holds every write');
+  const a = ws.of('a', 'events').flatMap((m) => flatten(m.revision, m.events));
+  const b = ws.of('b', 'events').flatMap((m) => flatten(m.revision, m.events));
+  const s = sse.events().filter((e) => e.event === 'message').flatMap((e) => {
+    const d = JSON.parse(e.data);
+    return flatten(d.revision, d.events);
+  });
+  t.same(a, history, 'websocket subscriber a: exactly etcd history, before the member thaws');
+  t.same(b, history, 'websocket subscriber b (progress_notify): exactly etcd history');
+  t.same(s, history, 'SSE subscriber: exactly etcd history');
+  process.kill(cluster.members[victim]!.pid, 'SIGCONT');
+});
+
+t.test('a websocket client that stops reading gets close 4008 with its resume revision when it reads again; resuming misses nothing', async (t) => {
+  // A small send buffer and no pings in the way: the cut-off comes from the buffer alone.
+  const slowApp = await buildTestApp(t, cluster.endpoints, { WATCH_MAX_BUFFERED_BYTES: 64 * 1024, WATCH_HEARTBEAT_MS: 120_000 });
+  const slowBase = await listen(slowApp);
+  const put = async (key: string, value: string) =>
+    (await (await fetch(`${slowBase}/v1/kv/${key}`, { method: 'PUT', body: value })).json()).revision as number;
+  const startRev = (await put('/slow/start', 's')) + 1;
+  const ws = await WsClient.connect(`${slowBase.replace('http', 'ws')}/v1/watch`);
+  t.teardown(() => ws.close());
+  ws.send({ type: 'subscribe', id: 's', key: '/slow/', prefix: true, start_revision: startRev });
+  await ws.next((m) => m.type === 'created');
+
+  ws.socket.pause();
+  const big = 'x'.repeat(100 * 1024);
+  let writes = 0;
+  while (slowApp.watchHub.stats().subscribers > 0) {
+    if (++writes > 2000) throw new Error('the client that stopped reading was never cut off');
+    await put(`/slow/k${writes % 10}`, big);
+  }
+  t.comment(`cut off after ${writes} writes of 100 KiB`);
+  // Written after the cut-off: only the resumed subscription can see these.
+  for (let i = 0; i < 5; i++) await put(`/slow/after${i}`, 'a');
+  const endRev = await put('/slow/end', 'e');
+  // The client stays away a while after the cut-off, as a stalled reader
+  // does (the pause is the scenario, not a wait for something): the close
+  // must still be there for it.
+  await new Promise((r) => setTimeout(r, 6000));
+  ws.socket.resume();
+  const closed = await ws.closed;
+  t.equal(closed.code, 4008, 'close 4008 (slow consumer)');
+  const cut = ws.inbox.items.find((m) => m.type === 'error' && m.code === 'slow_consumer');
+  t.ok(cut, 'an error slow_consumer came before the close');
+  const resume = cut!.resume.s as number;
+  const before = ws.of('s', 'events');
+  t.equal(before.length > 0 ? before[before.length - 1]!.revision + 1 : startRev, resume, 'the resume revision follows the last event delivered');
+
+  const again = await WsClient.connect(`${slowBase.replace('http', 'ws')}/v1/watch`);
+  t.teardown(() => again.close());
+  again.send({ type: 'subscribe', id: 's', key: '/slow/', prefix: true, start_revision: resume });
+  await again.next((m) => m.type === 'events' && m.revision === endRev, 'the last write after resuming', 20_000);
+  const delivered = [...before, ...again.of('s', 'events')].flatMap((m) => flatten(m.revision, m.events));
+  t.same(delivered, await etcdHistory('/slow/', startRev, endRev), 'before the cut-off plus after resuming: exactly etcd history');
 });

@@ -14,7 +14,7 @@ import { keepAliveOnce, leaseIdToEtcd } from '../txn/lease.js';
 import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
-import { SseStream, watchErrorMessage } from '../watch/sse.js';
+import { SLOW_CONSUMER_DRAIN_MS, SseStream, watchErrorMessage } from '../watch/sse.js';
 import { checkOrigin } from '../auth/origin.js';
 import { atExpiry } from '../auth/expiry.js';
 
@@ -107,9 +107,10 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
             JSON.stringify({ type: 'error', status: 503, code: 'slow_consumer', message: 'the client fell too far behind and was disconnected', resume: resume() }),
           );
           socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer: resume from the error message');
-          // A peer that does not read will not read the close frame either:
-          // free what is buffered for it after a grace period.
-          setTimeout(() => socket.terminate(), 5000).unref();
+          // Nothing more is queued: the error and the close frame wait behind
+          // what is buffered, for a client that reads again within the grace
+          // period; one that does not is dropped then, freeing the buffer.
+          setTimeout(() => socket.terminate(), SLOW_CONSUMER_DRAIN_MS).unref();
           teardown();
           return false;
         }

@@ -25,6 +25,17 @@
 // What this cannot see: etcd also drops a watch from its synced set, without
 // a word, when the stream's buffer (128 answers) is full because we read too
 // slowly; the settle delay covers ordinary backlogs, not a stall longer than it.
+//
+// A hung member: a member that is frozen (SIGSTOP, a GC pause, a stalled disk)
+// or cut off from its peers keeps the TCP connection open and says nothing,
+// and every watch on the stream stalls with it. Two guards: the stream asks
+// for etcd's require-leader check (the connection's `hasleader` metadata), so
+// a member that loses its leader ends the stream; and a watchdog asks a
+// stream that has been quiet for progress and, when nothing at all comes
+// back within STREAM_STALL_MS, treats it as broken: every watch moves to
+// another member from its next revision, as after any broken stream. The
+// watchdog needs liveness only (any answer counts), never positions, so it
+// cannot break the progress rule above.
 import type { IDuplexStream, IWatchRequest, IWatchResponse } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import type { EtcdScope } from '../etcd/connection.js';
@@ -36,6 +47,16 @@ import { filterBatch, groupByRevision, type EventBatch, type EventFilters } from
 export const PROGRESS_SETTLE_MS = 1000;
 /** etcd's watchBatchMaxRevs: the most revisions one catch-up answer holds. */
 const ETCD_CATCH_UP_REVISIONS = 1000;
+/**
+ * How long the watch stream may stay silent after a progress request before
+ * it counts as broken. etcd 3.4 answers a progress request at once (it skips
+ * the event queue), so a healthy member answers in milliseconds even under
+ * load; 3 s leaves room for a busy host and still moves the watches within
+ * the 5 s the gateway promises (issue 12) when a member hangs.
+ */
+export const STREAM_STALL_MS = 3000;
+/** A stream with watches that has been quiet this long is asked for progress (the watchdog's probe). */
+const STREAM_QUIET_MS = 500;
 
 export interface WatchRange {
   key: Buffer;
@@ -153,8 +174,6 @@ export interface WatchHubStats {
   /** Bytes (approximately) of recent events kept for late joiners, all watches together. */
   buffered_bytes: number;
   stream_connected: boolean;
-  /** The etcd member serving the watch stream (host:port), when connected. */
-  stream_peer?: string;
 }
 
 export class WatchHub {
@@ -173,7 +192,16 @@ export class WatchHub {
   /** Stream-wide progress answers waiting to settle (oldest first). */
   private progressAnswers: { revision: number; at: number }[] = [];
   private lastProgressRequest = 0;
+  /** Who asked for each progress answer still to come on the stream, oldest first. */
+  private progressAsked: ('wanted' | 'probe')[] = [];
   private readonly progressTimer: NodeJS.Timeout;
+  /** The etcd endpoint (as configured) serving the current stream. */
+  private streamMember: string | undefined;
+  /** When the current stream last answered anything, or opened. */
+  private lastHeard = 0;
+  /** When the watchdog last asked the current stream for progress. */
+  private probeSentAt: number | undefined;
+  private readonly watchdogTimer: NodeJS.Timeout;
 
   constructor(
     private readonly etcd: EtcdScope,
@@ -181,19 +209,24 @@ export class WatchHub {
   ) {
     this.progressTimer = setInterval(() => this.requestProgress(), opts.progressIntervalMs);
     this.progressTimer.unref();
+    this.watchdogTimer = setInterval(() => this.watchdog(), STREAM_QUIET_MS / 2);
+    this.watchdogTimer.unref();
   }
 
   stats(): WatchHubStats {
     let subscribers = 0;
     for (const u of this.byId.values()) subscribers += u.subs.size + u.pending.length;
-    const peer = (this.stream as unknown as { getPeer?: () => string } | undefined)?.getPeer?.();
     return {
       etcd_watches: this.byId.size,
       subscribers,
       buffered_bytes: this.bufferedBytes,
       stream_connected: this.stream !== undefined,
-      ...(peer ? { stream_peer: peer } : {}),
     };
+  }
+
+  /** The etcd endpoint (one of the configured ones) serving the watch stream, when connected. */
+  streamEndpoint(): string | undefined {
+    return this.stream ? this.streamMember : undefined;
   }
 
   /**
@@ -295,8 +328,12 @@ export class WatchHub {
           return;
         }
         this.stream = stream;
+        this.streamMember = memberOf(stream, this.etcd.endpoints);
+        this.lastHeard = Date.now();
+        this.probeSentAt = undefined;
         stream.on('data', (res: IWatchResponse) => {
           this.failures = 0;
+          this.lastHeard = Date.now();
           this.onResponse(res);
         });
         stream.on('error', (err: Error) => this.onBroken(stream, err));
@@ -314,12 +351,54 @@ export class WatchHub {
     this.stream = undefined;
     // Answers from another stream say nothing about the next one.
     this.progressAnswers = [];
+    this.progressAsked = [];
     (stream as unknown as NodeJS.EventEmitter).removeAllListeners('data');
     // A stream that errored may still have a pending 'error' for the write side.
     stream.on('error', () => undefined);
     if (this.closed) return;
     for (const up of this.byId.values()) up.created = false;
+    // A member that lost its leader ends require-leader streams: the next
+    // stream must go elsewhere, or it is refused (or ended) the same way.
+    if (this.streamMember && isNoLeader(err.message)) this.avoid(this.streamMember, err.message);
     this.scheduleReconnect(err);
+  }
+
+  /**
+   * The watchdog (see the top of the file): a stream with watches that has
+   * been quiet is asked for progress; one that then says nothing for
+   * STREAM_STALL_MS is abandoned, and its watches resume on another member.
+   */
+  private watchdog(): void {
+    const stream = this.stream;
+    if (!stream || this.byId.size === 0) return;
+    const now = Date.now();
+    if (now - this.lastHeard < STREAM_QUIET_MS) return;
+    if (this.probeSentAt === undefined || this.probeSentAt < this.lastHeard) {
+      this.probeSentAt = now;
+      this.progressAsked.push('probe');
+      stream.write({ progress_request: {} });
+      return;
+    }
+    if (now - this.probeSentAt < STREAM_STALL_MS) return;
+    // Judge after pending I/O: when our own event loop was blocked, the
+    // answer may be waiting to be read, and timers run before reads.
+    setImmediate(() => {
+      if (this.stream !== stream || this.lastHeard >= this.probeSentAt!) return;
+      this.abandon(stream, new Error(`etcd member ${this.streamMember ?? '?'} did not answer on the watch stream for ${Date.now() - this.probeSentAt!} ms`));
+    });
+  }
+
+  /** Gives up a stream whose member cannot serve it: every watch resumes on another member. */
+  private abandon(stream: IDuplexStream<IWatchRequest, IWatchResponse>, err: Error): void {
+    if (this.stream !== stream) return;
+    if (this.streamMember) this.avoid(this.streamMember, err.message);
+    this.onBroken(stream, err);
+    (stream as unknown as { cancel?: () => void }).cancel?.();
+  }
+
+  /** Tells the connection layer the member is unhealthy, so the next stream (and other calls) go elsewhere. */
+  private avoid(member: string, reason: string): void {
+    this.etcd.connection.markSuspect(member, reason);
   }
 
   private scheduleReconnect(err: Error): void {
@@ -338,7 +417,10 @@ export class WatchHub {
     const revision = num(res.header?.revision);
     if (revision > this.storeRevision) this.storeRevision = revision;
     if (watchId === -1 && !res.created && !res.canceled) {
-      this.onProgressAnswer(revision);
+      // etcd 3.4 answers each progress request once, in order: the
+      // watchdog's answers prove the stream alive and nothing more, so
+      // subscribers get progress at the pace they asked for.
+      if (this.progressAsked.shift() !== 'probe') this.onProgressAnswer(revision);
       return;
     }
     // etcd 3.4 answers a refused create (permission) with watch_id -1: it is
@@ -409,6 +491,13 @@ export class WatchHub {
   }
 
   private onCanceled(up: Upstream, res: IWatchResponse): void {
+    // A member without a leader speaks for no watch: a stream break, not the
+    // subscribers' end (etcd 3.4 ends the whole stream; this covers a
+    // per-watch cancel too).
+    if (isNoLeader(res.cancel_reason ?? '') && this.stream) {
+      this.abandon(this.stream, new Error(res.cancel_reason!));
+      return;
+    }
     // The shared stream runs as the gateway, which may read everything: a
     // refusal means its token predates a change to users or roles (etcd checks
     // the stream's token when a watch is created). Renew it and reopen the
@@ -498,6 +587,7 @@ export class WatchHub {
     const now = Date.now();
     if (!this.stream || now - this.lastProgressRequest < PROGRESS_SETTLE_MS / 4) return;
     this.lastProgressRequest = now;
+    this.progressAsked.push('wanted');
     this.stream.write({ progress_request: {} });
   }
 
@@ -520,6 +610,7 @@ export class WatchHub {
   close(err: WatchError): void {
     this.closed = true;
     clearInterval(this.progressTimer);
+    clearInterval(this.watchdogTimer);
     clearTimeout(this.reconnectTimer);
     for (const up of [...this.byId.values()]) {
       this.dropUpstream(up, false);
@@ -537,6 +628,19 @@ export class WatchHub {
       (stream as unknown as { cancel?: () => void }).cancel?.();
     }
   }
+}
+
+/** Which configured endpoint a stream's call went to (each channel has exactly one member as its target). */
+function memberOf(stream: unknown, endpoints: string[]): string | undefined {
+  const peer = (stream as { getPeer?: () => string }).getPeer?.() ?? '';
+  return endpoints.find((e) => {
+    const hostPort = e.replace(/^\w+:\/\//, '').replace(/\/.*$/, '');
+    return peer === hostPort || peer.endsWith(`:${hostPort}`) || peer.endsWith(`/${hostPort}`);
+  });
+}
+
+function isNoLeader(text: string): boolean {
+  return text.includes('no leader');
 }
 
 function attach(up: Upstream, sub: Subscriber): void {
