@@ -11,6 +11,8 @@ import { loggerOptions, type LoggingOptions } from './logging.js';
 import { EtcdTokenMinter, passwordScope } from './auth/etcd-tokens.js';
 import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
 import authPlugin, { WS_ETCD_BEARER, WS_PROTOCOL } from './plugins/auth.js';
+
+export { FailClosedError } from './plugins/auth.js';
 import errorsPlugin from './plugins/errors.js';
 import etcdPlugin from './plugins/etcd.js';
 import metricsPlugin from './plugins/metrics.js';
@@ -145,7 +147,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     usernameClaim: config.AUTH_USERNAME_CLAIM,
     rolesClaim: config.AUTH_ROLES_CLAIM,
     tokenTtlSeconds: config.AUTH_TOKEN_TTL_SECONDS,
+    typ: config.AUTH_JWT_TYP,
     allowRoot: config.AUTH_ALLOW_ROOT,
+    serviceUser: config.ETCD_USERNAME,
     minter,
   });
   await app.register(watchHubPlugin, {

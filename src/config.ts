@@ -69,6 +69,9 @@ export const ConfigSchema = Type.Object({
   ),
   AUTH_JWT_ISSUER: Type.String({ default: 'etcd-gateway', minLength: 1 }),
   AUTH_JWT_AUDIENCE: Type.String({ default: 'etcd-gateway', minLength: 1 }),
+  AUTH_JWT_TYP: Type.Optional(
+    Type.String({ minLength: 1, description: "Required `typ` header of callers' JWTs (e.g. at+jwt, RFC 9068); the gateway's own tokens carry it too. Unset: not checked." }),
+  ),
   AUTH_USERNAME_CLAIM: Type.String({ default: 'sub', minLength: 1, description: 'The JWT claim that names the etcd user.' }),
   AUTH_ROLES_CLAIM: Type.Optional(
     Type.String({
@@ -77,7 +80,7 @@ export const ConfigSchema = Type.Object({
     }),
   ),
   AUTH_TOKEN_TTL_SECONDS: Type.Integer({ default: 3600, minimum: 60, description: 'Lifetime of tokens from POST /v1/auth/token.' }),
-  AUTH_ALLOW_ROOT: Type.Boolean({ default: false, description: 'Allow callers whose JWT names the etcd user root.' }),
+  AUTH_ALLOW_ROOT: Type.Boolean({ default: false, description: "Allow callers whose JWT names etcd's root user or the gateway's own (ETCD_USERNAME)." }),
   ETCD_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'The gateway\'s own etcd user (when etcd auth is on).' })),
   ETCD_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
   ETCD_TOKEN_SIGNING_KEY_FILE: Type.Optional(

@@ -1,7 +1,7 @@
 // The process entry: configuration, the embedded etcd when no cluster is
 // configured, listen, and graceful shutdown. Everything else is in buildApp.
 import closeWithGrace from 'close-with-grace';
-import { buildApp } from './app.js';
+import { buildApp, FailClosedError } from './app.js';
 import { assertSafeExposure } from './auth/exposure.js';
 import { ConfigError, loadConfig, parseEndpoints } from './config.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './etcd/embedded.js';
@@ -69,5 +69,6 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   process.stderr.write(`etcd-gateway: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  // Refusing an unsafe start is a configuration error (2), like a bad variable.
+  process.exit(err instanceof FailClosedError ? 2 : 1);
 });

@@ -15,9 +15,11 @@ import fp from 'fastify-plugin';
 import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { EtcdTokenMinter } from '../auth/etcd-tokens.js';
+import { refuseExpiredStream } from '../auth/expiry.js';
 import { RoleUsers } from '../auth/role-users.js';
 import { EtcdScope } from '../etcd/connection.js';
-import { Problem } from '../errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isGrpcError, Problem, toProblem } from '../errors.js';
 
 export interface AuthPluginOptions {
   /** Claim listing etcd roles (off when unset). */
@@ -31,7 +33,11 @@ export interface AuthPluginOptions {
   audience: string;
   usernameClaim: string;
   tokenTtlSeconds: number;
+  /** Required `typ` header of callers' tokens (and the one the gateway's own carry), when set. */
+  typ?: string;
   allowRoot: boolean;
+  /** The gateway's own etcd user (ETCD_USERNAME): refused as a caller, as root is. */
+  serviceUser?: string;
   minter?: EtcdTokenMinter;
 }
 
@@ -62,11 +68,60 @@ declare module 'fastify' {
     issueToken?: (username: string) => { token: string; expiresIn: number };
     /** Issues a single-use SSE ticket for the caller. */
     issueTicket?: (caller: Caller) => { ticket: string; expiresIn: number };
+    /** Whether tokens for this etcd user are refused: root and the gateway's own user, unless AUTH_ALLOW_ROOT. */
+    isReservedUser: (username: string) => boolean;
     minter?: EtcdTokenMinter;
   }
   interface FastifyRequest {
     caller?: Caller;
   }
+}
+
+/**
+ * Refusing to start: gateway authentication is on, but etcd would not enforce
+ * the permissions of the users the gateway's tokens name. src/server.ts
+ * prints the message as one line and exits 2.
+ */
+export class FailClosedError extends Error {
+  override name = 'FailClosedError';
+}
+
+/** How long start-up waits for etcd to answer before it gives up confirming etcd's authentication. */
+const ETCD_AUTH_WAIT_MS = 30_000;
+
+/**
+ * Fail closed: with etcd's authentication off, the tokens the gateway mints
+ * are ignored and every token holder could do everything. etcd's auth is on
+ * (with JWT tokens, which the gateway needs to call etcd as each caller)
+ * exactly when the service user's Authenticate returns a token with a
+ * `revision` claim; that first answer also gives the minter its revision.
+ */
+async function confirmEtcdAuth(minter: EtcdTokenMinter): Promise<void> {
+  const deadline = Date.now() + ETCD_AUTH_WAIT_MS;
+  for (;;) {
+    try {
+      return await minter.refresh();
+    } catch (err) {
+      // etcd not answering yet (started together with the gateway) is waited for.
+      const unreachable = isGrpcError(err) && toProblem(err).status >= 500;
+      if (unreachable && Date.now() < deadline) {
+        await sleep(1000);
+        continue;
+      }
+      const why = !isGrpcError(err)
+        ? "etcd's Authenticate did not return a JWT with a revision claim (run etcd with --auth-token jwt,...)"
+        : /authentication is not enabled/.test(err.details ?? err.message)
+          ? "etcd's authentication is off (etcdctl auth enable)"
+          : unreachable
+            ? 'etcd did not answer to confirm that its authentication is on'
+            : `the gateway's etcd user (ETCD_USERNAME) cannot authenticate: ${toProblem(err).message}`;
+      throw new FailClosedError(`refusing to start: gateway authentication is on, but ${why}; etcd would let every token holder do everything`);
+    }
+  }
+}
+
+function refusedIdentity(): Problem {
+  return new Problem(403, 'root_not_allowed', "tokens for etcd's root user and for the gateway's own user (ETCD_USERNAME) are refused (AUTH_ALLOW_ROOT)");
 }
 
 function unauthorized(detail: string, code = 'unauthenticated'): Problem {
@@ -125,6 +180,26 @@ function jwksVerifier(url: string, opts: AuthPluginOptions): (token: string) => 
   };
 }
 
+/** `typ` compared as RFC 8725 says: case-insensitive, `application/` optional. */
+function normalizeTyp(typ: unknown): string | undefined {
+  return typeof typ === 'string' ? typ.toLowerCase().replace(/^application\//, '') : undefined;
+}
+
+/**
+ * The gateway's rules for a verified token, whichever key verified it (the
+ * gateway's own or the identity provider's): `iss` and `aud` must be present
+ * and match (the libraries skip a claim that is absent), and the `typ`
+ * header must match AUTH_JWT_TYP when it is set.
+ */
+function checkClaims(token: string, claims: Record<string, unknown>, opts: AuthPluginOptions): void {
+  if (claims.iss !== opts.issuer) throw unauthorized(`the token's iss claim must be ${JSON.stringify(opts.issuer)}`, 'invalid_token');
+  const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  if (!aud.includes(opts.audience)) throw unauthorized(`the token's aud claim must include ${JSON.stringify(opts.audience)}`, 'invalid_token');
+  if (opts.typ !== undefined && normalizeTyp(decodeProtectedHeader(token).typ) !== normalizeTyp(opts.typ)) {
+    throw unauthorized(`the token's typ header must be ${JSON.stringify(opts.typ)}`, 'invalid_token');
+  }
+}
+
 /** The `alg` a token's header names (undefined for garbage). */
 function algorithmOfToken(token: string): string | undefined {
   try {
@@ -163,6 +238,10 @@ export default fp<AuthPluginOptions>(
     const enabled = Boolean(opts.secret || opts.publicKeyFile || opts.jwksUrl);
     app.decorate('authEnabled', enabled);
     app.decorateRequest('caller', undefined);
+    // The signing key (or the identity provider) could name root or the
+    // gateway's own user, both with every permission: callers get them only
+    // when allowed explicitly.
+    app.decorate('isReservedUser', (username: string) => !opts.allowRoot && (username === 'root' || (opts.serviceUser !== undefined && username === opts.serviceUser)));
     if (opts.minter) {
       app.decorate('minter', opts.minter);
       // Notice changes to users and roles within seconds even when no caller
@@ -183,6 +262,7 @@ export default fp<AuthPluginOptions>(
       throw new Error('authentication needs ETCD_TOKEN_SIGNING_KEY_FILE (etcd run with --auth-token jwt) and ETCD_USERNAME/ETCD_PASSWORD');
     }
     const minter = opts.minter;
+    await confirmEtcdAuth(minter);
     const roleUsers = opts.rolesClaim ? new RoleUsers(app.etcd) : undefined;
     const publicPem = opts.publicKeyFile ? readFileSync(opts.publicKeyFile, 'utf8') : undefined;
     const privatePem = opts.privateKeyFile ? readFileSync(opts.privateKeyFile, 'utf8') : undefined;
@@ -195,7 +275,7 @@ export default fp<AuthPluginOptions>(
     if (opts.secret || publicPem) await app.register(fastifyJwt, {
       secret: opts.secret ?? ({ public: publicPem!, ...(privatePem ? { private: privatePem } : {}) } as { public: string; private: string }),
       // @fastify/jwt takes expiresIn in seconds (as jsonwebtoken did), clockTolerance in milliseconds.
-      sign: { algorithm: algorithm as 'HS256', iss: opts.issuer, aud: opts.audience, expiresIn: opts.tokenTtlSeconds },
+      sign: { algorithm: algorithm as 'HS256', iss: opts.issuer, aud: opts.audience, expiresIn: opts.tokenTtlSeconds, ...(opts.typ ? { typ: opts.typ } : {}) },
       verify: {
         algorithms: [algorithm as 'HS256'],
         allowedIss: opts.issuer,
@@ -218,7 +298,7 @@ export default fp<AuthPluginOptions>(
 
     if (canSign) {
       app.decorate('issueToken', (username: string) => {
-        if (username === 'root' && !opts.allowRoot) throw new Problem(403, 'root_not_allowed', 'tokens for the etcd root user are refused (AUTH_ALLOW_ROOT)');
+        if (app.isReservedUser(username)) throw refusedIdentity();
         return {
           token: app.jwt.sign({ [opts.usernameClaim]: username, ...(opts.usernameClaim === 'sub' ? {} : { sub: username }) }),
           expiresIn: opts.tokenTtlSeconds,
@@ -246,6 +326,7 @@ export default fp<AuthPluginOptions>(
         if (err instanceof Problem) throw err;
         throw unauthorized(`invalid token: ${(err as Error).message}`, 'invalid_token');
       }
+      checkClaims(found.token, claims, opts);
       const isTicket = claims.typ === 'ticket';
       if (isTicket !== found.ticket) {
         throw unauthorized(isTicket ? 'a ticket is only good for one event stream (?ticket=)' : '?ticket= takes a ticket from POST /v1/auth/ticket', 'invalid_token');
@@ -257,6 +338,8 @@ export default fp<AuthPluginOptions>(
       }
       const roles = opts.rolesClaim ? claims[opts.rolesClaim] : undefined;
       let username = claims[opts.usernameClaim];
+      // Also when a roles claim decides the user: the token still names root or the gateway.
+      if (typeof username === 'string' && app.isReservedUser(username)) throw refusedIdentity();
       if (roles !== undefined) {
         if (!Array.isArray(roles) || !roles.every((r) => typeof r === 'string' && r !== '')) {
           throw unauthorized(`the ${opts.rolesClaim} claim must list etcd role names`, 'invalid_token');
@@ -266,12 +349,12 @@ export default fp<AuthPluginOptions>(
       if (typeof username !== 'string' || username === '') {
         throw unauthorized(`the token has no ${opts.usernameClaim} claim naming an etcd user`, 'invalid_token');
       }
-      // The signing key could mint root: callers get it only when allowed explicitly.
-      if (username === 'root' && !opts.allowRoot) {
-        throw new Problem(403, 'root_not_allowed', 'tokens for the etcd root user are refused (AUTH_ALLOW_ROOT)');
-      }
+      if (app.isReservedUser(username)) throw refusedIdentity();
       const exp = Number(isTicket ? claims.ctx_exp : claims.exp);
       req.caller = { username, exp };
+      // A websocket is a stream: no clock-skew leeway past `exp` for opening it
+      // (HTTP streams are refused where they open, before they answer 200).
+      if (req.ws) refuseExpiredStream(req.caller);
       req.etcd = new EtcdScope(app.etcdConnection, minter.scopeFor(username));
     });
   },

@@ -11,7 +11,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isUtf8 } from 'node:buffer';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
-import { atExpiry } from '../auth/expiry.js';
+import { refuseExpiredStream } from '../auth/expiry.js';
 import { checkOrigin } from '../auth/origin.js';
 import { campaign, proclaim, resign } from '../concurrency/election.js';
 import { acquire } from '../concurrency/mutex.js';
@@ -26,7 +26,7 @@ import type { WatchEventJson } from '../watch/events.js';
 import { checkReadable, openWatch, type TransportSink } from '../watch/session.js';
 import { V3Error, decodeMessage, encodeMessage, kvFromGatewayJson, parseBody, parseJson, watchEventToEtcd } from '../v3/protojson.js';
 import { httpRequests, httpSink, wsRequests, wsSink, type ChunkSink, type RequestSource } from '../v3/streams.js';
-import type { WatchClientHandle } from '../plugins/watch-hub.js';
+import { registerStream, type WatchClientHandle } from '../plugins/watch-hub.js';
 
 export interface V3RoutesOptions {
   /** Longest request line a stream accepts (the body limit of unary calls). */
@@ -296,6 +296,9 @@ export async function v3PublicRoutes(app: FastifyInstance, opts: V3PublicOptions
     if (!app.issueToken) throw new V3Error(GrpcStatus.UNIMPLEMENTED, 'token exchange needs AUTH_JWT_SECRET or AUTH_JWT_PRIVATE_KEY_FILE');
     const started = Date.now();
     try {
+      // Root and the gateway's own user get a wrong password's answer
+      // without etcd seeing the password: no oracle for theirs.
+      if (app.isReservedUser(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'etcdserver: authentication failed, invalid user ID or password');
       // etcd checks the password; its answer (or refusal) is etcd's own.
       const res = await app.etcdConnection.exec<{ header: unknown }>('Auth', 'authenticate', { name, password: String(request.password ?? '') });
       return encodeMessage('AuthenticateResponse', { header: res.header, token: app.issueToken(name).token });
@@ -510,28 +513,27 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
     const serve = (handler: StreamHandler, req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => {
       // A shutdown ends the stream as etcd's gateway ends one whose server
       // went away (an Unavailable error chunk), so the server can close.
-      const handle: WatchClientHandle = {
+      const handle: WatchClientHandle & { expire(): void } = {
         shutdown: () => {
           sink.send(streamError(new V3Error(GrpcStatus.UNAVAILABLE, 'the gateway is shutting down')));
           sink.end(true);
         },
-      };
-      app.watchClients.add(handle);
-      sink.onClose(() => app.watchClients.delete(handle));
-      // A stream lives no longer than the gateway token that opened it.
-      if (req.caller) {
-        const cancel = atExpiry(req.caller.exp, () => {
+        // A stream lives no longer than the gateway token that opened it.
+        expire: () => {
           sink.send(streamError(new V3Error(GrpcStatus.UNAUTHENTICATED, 'the token expired: open the stream again with a new one')));
           sink.end();
-        });
-        sink.onClose(cancel);
-      }
+        },
+      };
+      const life = registerStream(app.watchClients, req.caller, handle);
+      sink.onClose(() => life.end());
       // After a change to users or roles: what the caller may no longer read ends.
       handle.recheck = handler(req, requests, sink)?.recheck;
     };
     const stream = (path: string, summary: string, handler: StreamHandler) => {
       for (const prefix of PREFIXES) {
         streams.post(`${prefix}${path}`, { schema: schema(summary, prefix, true) }, async (req, reply) => {
+          // (Websockets are refused before the upgrade, by the authentication hook.)
+          refuseExpiredStream(req.caller);
           serve(handler, req, httpRequests(req, opts.bodyLimit), httpSink(reply));
         });
         websocketRoute(streams, `${prefix}${path}`, (socket, req) => serve(handler, req, wsRequests(socket, opts.bodyLimit), wsSink(socket)));

@@ -16,7 +16,7 @@ import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
 import { SLOW_CONSUMER_DRAIN_MS, SseStream, watchErrorMessage } from '../watch/sse.js';
 import { checkOrigin } from '../auth/origin.js';
-import { atExpiry } from '../auth/expiry.js';
+import { registerStream } from '../plugins/watch-hub.js';
 
 export interface WatchRoutesOptions {
   maxSubscriptions: number;
@@ -74,26 +74,6 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         s.close?.();
         send(watchErrorMessage(err, id));
       };
-      const entry = {
-        shutdown: () => {
-          socket.send(JSON.stringify({ type: 'shutdown', resume: resume() }));
-          socket.close(CLOSE_GOING_AWAY, 'gateway shutting down');
-        },
-        recheck: () => {
-          for (const [id, s] of subs) {
-            if (!s.range) continue;
-            checkReadable(req.etcd.kv, s.range).catch((err) => endSub(id, problemToWatchError(err)));
-          }
-        },
-      };
-      clients.add(entry);
-      // The socket lives no longer than the token that opened it.
-      const cancelExpiry = req.caller
-        ? atExpiry(req.caller.exp, () => {
-            send({ type: 'error', status: 401, code: 'token_expired', message: 'the token expired: reconnect with a new one and resume', resume: resume() });
-            socket.close(CLOSE_TOKEN_EXPIRED, 'token expired');
-          })
-        : undefined;
       let cut = false;
 
       /** Sends; false when the message could not go out (and never will). */
@@ -118,16 +98,34 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         return true;
       };
 
-      const teardown = () => {
+      const life = registerStream(clients, req.caller, {
+        shutdown: () => {
+          socket.send(JSON.stringify({ type: 'shutdown', resume: resume() }));
+          socket.close(CLOSE_GOING_AWAY, 'gateway shutting down');
+        },
+        recheck: () => {
+          for (const [id, s] of subs) {
+            if (!s.range) continue;
+            checkReadable(req.etcd.kv, s.range).catch((err) => endSub(id, problemToWatchError(err)));
+          }
+        },
+        // The socket lives no longer than the token that opened it.
+        expire: () => {
+          send({ type: 'error', status: 401, code: 'token_expired', message: 'the token expired: reconnect with a new one and resume', resume: resume() });
+          socket.close(CLOSE_TOKEN_EXPIRED, 'token expired');
+          teardown();
+        },
+      });
+      life.own(() => {
         for (const s of subs.values()) s.close?.();
         subs.clear();
-        clients.delete(entry);
-        clearInterval(pinger);
-        cancelExpiry?.();
-      };
+      });
+      const teardown = () => life.end();
 
       /** A new subscription's place on the socket, or undefined (and an error sent) when it cannot have one. */
       const reserve = (id: string, range?: SubState['range']): SubState | undefined => {
+        // Messages still arrive while a socket closes: nothing subscribes after the end.
+        if (life.ended) return undefined;
         if (subs.has(id)) return void send(watchErrorMessage({ status: 409, code: 'duplicate_id', message: `subscription ${id} exists on this socket` }, id));
         if (subs.size >= opts.maxSubscriptions) {
           return void send(watchErrorMessage({ status: 429, code: 'too_many_subscriptions', message: `at most ${opts.maxSubscriptions} subscriptions per socket (WATCH_MAX_SUBSCRIPTIONS)` }, id));
@@ -252,6 +250,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         alive = false;
         socket.ping();
       }, opts.heartbeatMs);
+      life.own(() => clearInterval(pinger));
     },
   });
 
@@ -287,8 +286,6 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         clients,
         recheck: () => checkReadable(req.etcd.kv, range),
       });
-      let close: (() => void) | undefined;
-      sse.onEnd = () => close?.();
 
       let ready!: (start: number) => void;
       let refused!: (err: WatchError) => void;
@@ -296,6 +293,8 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
         ready = resolve;
         refused = (err) => reject(new Problem(err.status, err.code, err.message, { extra: err.compact_revision ? { compact_revision: err.compact_revision } : {} }));
       });
+      // A stream that ends while it opens (expiry, shutdown) stops waiting: sse.open() answers why.
+      sse.onEnd = () => ready(0);
       const sink: TransportSink = {
         created: (start) => {
           sse.send(JSON.stringify({ start_revision: start }), { event: 'created' });
@@ -318,7 +317,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
           .then(() => false, (err) => toProblem(err).code === 'revision_compacted');
       }
       try {
-        close = await openWatch(watchContext(req), {
+        sse.onEnd = await openWatch(watchContext(req), {
           range,
           startRevision,
           prevKv: isSet(q.prev_kv),

@@ -5,10 +5,10 @@
 // Last-Event-ID and resumes), the token's expiry, permission re-checks after
 // auth changes, and shutdown.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { WatchClientHandle } from '../plugins/watch-hub.js';
-import { toProblem } from '../errors.js';
+import { registerStream, type StreamLife, type WatchClientHandle } from '../plugins/watch-hub.js';
+import { Problem, toProblem } from '../errors.js';
 import type { WatchError } from './hub.js';
-import { atExpiry } from '../auth/expiry.js';
+import { refuseExpiredStream } from '../auth/expiry.js';
 
 export interface SseOptions {
   heartbeatMs: number;
@@ -18,13 +18,6 @@ export interface SseOptions {
   /** Throws when the caller may no longer read what the stream shows. */
   recheck?: () => Promise<void>;
 }
-
-/**
- * How long a client cut off for not reading keeps its connection, so that the
- * end of the stream (the websocket's 4008 close with its resume revisions)
- * reaches it once it reads again; bounded, so one that never does is freed.
- */
-export const SLOW_CONSUMER_DRAIN_MS = 20_000;
 
 /** The `error` message of the watch protocols (websocket and SSE); `id` names the subscription that ended. */
 export function watchErrorMessage(err: WatchError, id?: string): Record<string, unknown> {
@@ -41,33 +34,44 @@ export function watchErrorMessage(err: WatchError, id?: string): Record<string, 
 export class SseStream {
   private readonly queue: string[] = [];
   private opened = false;
-  private ended = false;
-  private readonly heartbeat: NodeJS.Timeout;
-  private readonly cancelExpiry: (() => void) | undefined;
-  private readonly handle: WatchClientHandle;
-  /** Called once when the stream ends, whatever ends it. */
-  onEnd: (() => void) | undefined;
+  private readonly life: StreamLife;
+  /** Why the stream ended (what a stream that ends before it opens answers). */
+  private reason: WatchError | undefined;
 
+  /** Throws (a plain HTTP answer) when the caller's token cannot open a stream. */
   constructor(
     private readonly req: FastifyRequest,
     private readonly reply: FastifyReply,
     private readonly opts: SseOptions,
   ) {
-    this.heartbeat = setInterval(() => this.write(': heartbeat\n\n'), opts.heartbeatMs);
-    this.heartbeat.unref();
-    const caller = req.caller;
-    this.cancelExpiry = caller ? atExpiry(caller.exp, () => this.fail({ status: 401, code: 'token_expired', message: 'the token expired' })) : undefined;
-    this.handle = {
-      shutdown: () => this.end(),
+    refuseExpiredStream(req.caller);
+    this.life = registerStream(opts.clients, req.caller, {
+      // EventSource reconnects to another replica (or this one restarted) and resumes.
+      shutdown: () => {
+        this.reason ??= { status: 503, code: 'shutting_down', message: 'the gateway is shutting down' };
+        this.end();
+      },
       recheck: () => void opts.recheck?.().catch((err) => {
         const p = toProblem(err);
         this.fail({ status: p.status, code: p.code, message: p.message });
       }),
-    };
+      expire: () => this.fail({ status: 401, code: 'token_expired', message: 'the token expired' }),
+    });
+    const heartbeat = setInterval(() => this.write(': heartbeat\n\n'), opts.heartbeatMs);
+    heartbeat.unref();
+    this.life.own(() => clearInterval(heartbeat));
+    // The response's close (the request's fires as soon as it has been read),
+    // listened to from the start: a client may leave while the watch opens.
+    reply.raw.once('close', () => this.end());
   }
 
   get isOpen(): boolean {
     return this.opened;
+  }
+
+  /** Releases `fn` when the stream ends, whatever ends it (at once if it has ended). */
+  set onEnd(fn: () => void) {
+    this.life.own(fn);
   }
 
   /** Sends one event (`data` is JSON text). */
@@ -77,28 +81,33 @@ export class SseStream {
 
   /** Sends an `error` event and ends the stream. */
   fail(err: WatchError): void {
+    if (this.life.ended) return;
+    this.reason = err;
     this.write(`event: error\ndata: ${JSON.stringify(watchErrorMessage(err))}\n\n`);
     this.end();
   }
 
   private write(chunk: string): void {
-    if (this.ended) return;
+    if (this.life.ended) return;
     if (!this.opened) {
       this.queue.push(chunk);
       return;
     }
     const raw = this.reply.raw;
     raw.write(chunk);
-    if (raw.writableLength > this.opts.maxBufferedBytes) {
-      this.end();
-      // The end waits behind what is buffered; a client that does not read
-      // again within the grace period is dropped, freeing the buffer.
-      setTimeout(() => raw.destroy(), SLOW_CONSUMER_DRAIN_MS).unref();
-    }
+    if (raw.writableLength > this.opts.maxBufferedBytes) this.end();
   }
 
-  /** Answers 200 and starts streaming what was queued. */
+  /**
+   * Answers 200 and starts streaming what was queued. A stream that ended
+   * while it was being set up answers its reason as a plain HTTP error
+   * instead (thrown).
+   */
   open(): void {
+    if (this.life.ended) {
+      const r = this.reason ?? { status: 503, code: 'stream_ended', message: 'the stream ended before it opened' };
+      throw new Problem(r.status, r.code, r.message, { extra: r.compact_revision ? { compact_revision: r.compact_revision } : {} });
+    }
     this.reply.hijack();
     const raw = this.reply.raw;
     raw.writeHead(200, {
@@ -110,19 +119,14 @@ export class SseStream {
     });
     raw.write('retry: 1000\n\n');
     this.opened = true;
-    this.opts.clients.add(this.handle);
     for (const chunk of this.queue.splice(0)) this.write(chunk);
-    // The response's close: the request's fires as soon as it has been read.
-    raw.on('close', () => this.end());
   }
 
+  /** Ends the stream (idempotent). */
   end(): void {
-    if (this.ended) return;
-    this.ended = true;
-    clearInterval(this.heartbeat);
-    this.cancelExpiry?.();
-    this.opts.clients.delete(this.handle);
-    this.onEnd?.();
+    if (this.life.ended) return;
+    this.life.end();
+    this.queue.length = 0;
     if (this.opened) this.reply.raw.end();
   }
 }
