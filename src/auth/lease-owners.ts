@@ -17,14 +17,21 @@ export const LEASE_OWNER_PREFIX = '\0etcd-gateway/lease-owner/';
 export interface LeaseOwnerGuard {
   /** Records the caller as owner of a lease it was just granted (int64 decimal id). */
   record(id: string): Promise<void>;
-  /** Refuses (403) when another subject owns the lease. */
-  check(id: string): Promise<void>;
+  /** Refuses (403) when another subject owns the lease; answers whether the caller does (false: no owner recorded). */
+  check(id: string): Promise<boolean>;
   /**
    * Revokes as the caller. etcd requires write permission on every key
    * attached to a lease to revoke it, the owner record included, so the
    * gateway detaches the record first and restores it if etcd refuses.
    */
   revoke<T>(id: string, revoke: () => Promise<T>): Promise<T>;
+}
+
+const OWNER_PREFIX_BYTES = Buffer.from(LEASE_OWNER_PREFIX);
+
+/** The record is the gateway's bookkeeping, not one of the keys a caller attached: lease key listings leave it out. */
+export function isOwnerRecord(key: Buffer): boolean {
+  return key.subarray(0, OWNER_PREFIX_BYTES.length).equals(OWNER_PREFIX_BYTES);
 }
 
 function ownerKey(id: string): Buffer {
@@ -50,6 +57,7 @@ export function leaseOwnerGuard(service: EtcdScope, req: FastifyRequest): LeaseO
       if (owner !== undefined && owner !== caller.username) {
         throw new Problem(403, 'lease_not_owned', 'this lease belongs to another subject (it was granted through the gateway by someone else)');
       }
+      return owner !== undefined;
     },
     async revoke(id, revoke) {
       const removed = await service.kv.deleteRange({ key: ownerKey(id), prev_kv: true });

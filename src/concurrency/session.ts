@@ -3,8 +3,8 @@
 // alive by the gateway only while the HTTP request waits in line. Once the
 // caller holds the lock or leads, keeping the lease alive is the caller's job
 // (POST /v1/leases/{id}/keepalive), exactly as with etcd's own lock API.
-import type { FastifyBaseLogger } from 'fastify';
-import type { LeaseOwnerGuard } from '../auth/lease-owners.js';
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
+import { leaseOwnerGuard, type LeaseOwnerGuard } from '../auth/lease-owners.js';
 import type { EtcdScope } from '../etcd/connection.js';
 import { badRequest } from '../errors.js';
 import { leaseHex, num } from '../kv/codec.js';
@@ -31,6 +31,16 @@ export interface SessionDeps {
   /** Deadline of one etcd call. */
   timeoutMs: number;
   log: FastifyBaseLogger;
+}
+
+/**
+ * The one way routes (/v1 locks and elections, /v3 lock and election) build
+ * a session's dependencies: etcd as the caller, so etcd checks the caller's
+ * permissions on the keys, and the caller's lease ownership, which etcd
+ * does not have.
+ */
+export function sessionDeps(service: EtcdScope, req: FastifyRequest, timeoutMs: number): SessionDeps {
+  return { etcd: req.etcd, timeoutMs, log: req.log, owners: leaseOwnerGuard(service, req) };
 }
 
 export class Session {

@@ -1,10 +1,9 @@
 import { isUtf8 } from 'node:buffer';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { Type } from 'typebox';
 import { campaign, electionPrefix, leader, proclaim, resign, type Leader } from '../concurrency/election.js';
-import { GrantedLeases } from '../concurrency/session.js';
+import { GrantedLeases, sessionDeps } from '../concurrency/session.js';
 import { Waits } from '../concurrency/wait.js';
 import { badRequest, Problem } from '../errors.js';
 import { rangeOf } from '../kv/range.js';
@@ -36,9 +35,7 @@ function leaderJson(name: string, l: Leader) {
 }
 
 const electionRoutes: FastifyPluginAsyncTypebox<ElectionRoutesOptions> = async (app, opts) => {
-  // As the caller (req.etcd): with authentication on, etcd checks the
-  // caller's permissions on the election's keys and lease.
-  const deps = (req: FastifyRequest) => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log, owners: leaseOwnerGuard(app.etcd, req) });
+  const deps = (req: FastifyRequest) => sessionDeps(app.etcd, req, opts.timeoutMs);
   const granted = new GrantedLeases();
   const waits = new Waits(app);
   const leaderResponse = { 200: Type.Ref('ElectionLeader') };
@@ -55,7 +52,7 @@ const electionRoutes: FastifyPluginAsyncTypebox<ElectionRoutesOptions> = async (
           'A wait that times out (409 `campaign_timeout`) or whose client disconnects leaves nothing behind.',
         params: ElectionParams,
         body: CampaignBody,
-        response: { ...leaderResponse, ...errorResponses(404, 409) },
+        response: { ...leaderResponse, ...errorResponses(403, 404, 409) },
       },
     },
     async (req, reply) => {

@@ -4,7 +4,7 @@ import { Type } from 'typebox';
 import { Problem, badRequest, toProblem } from '../errors.js';
 import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
 import { isRange, keyRange, list } from '../kv/range.js';
-import { leaseOwnerGuard } from '../auth/lease-owners.js';
+import { txnGuard } from '../auth/txn-guard.js';
 import { longPoll } from '../watch/longpoll.js';
 import { checkReadable } from '../watch/session.js';
 import { errorResponses, isSet } from '../schemas/common.js';
@@ -181,7 +181,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         response: {
           200: PutResultSchema,
           201: PutResultSchema,
-          ...errorResponses(412, 413, 404),
+          ...errorResponses(403, 404, 412, 413),
         },
       },
     },
@@ -198,8 +198,11 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       if (q.lease && q.ttl) throw badRequest('use lease or ttl, not both', 'conflicting_lease');
       let leaseId = q.lease ? BigInt.asIntN(64, BigInt(`0x${q.lease}`)).toString() : undefined;
       let grantedLease = false;
-      const owners = leaseOwnerGuard(app.etcd, req);
-      if (leaseId) await owners?.check(leaseId);
+      const guard = txnGuard(app.etcd, req);
+      const owners = guard?.owners;
+      // Only the lease: the txn below that carries a lease also compares the
+      // key, which etcd checks for read permission, so its prev_kv is covered.
+      if (leaseId) await guard?.put({ key, lease: leaseId });
       if (q.ttl) {
         const granted = await lease.leaseGrant({ TTL: q.ttl, ID: 0 });
         leaseId = granted.ID;

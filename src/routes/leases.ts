@@ -60,7 +60,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
         summary: 'Time to live of a lease (etcdctl lease timetolive [--keys])',
         params: LeaseParams,
         querystring: LeaseInfoQuery,
-        response: { 200: Type.Ref('LeaseInfo'), ...errorResponses(404) },
+        response: { 200: Type.Ref('LeaseInfo'), ...errorResponses(403, 404) },
       },
     },
     async (req, reply) => {
@@ -80,7 +80,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
         summary: 'Renew a lease once (one round of etcdctl lease keep-alive)',
         description: 'Resets the lease to its granted TTL. Call again before it runs out to keep it alive.',
         params: LeaseParams,
-        response: { 200: Type.Ref('Lease'), ...errorResponses(404) },
+        response: { 200: Type.Ref('Lease'), ...errorResponses(403, 404) },
       },
     },
     async (req, reply) => {
@@ -98,7 +98,7 @@ const leaseRoutes: FastifyPluginAsyncTypebox<LeaseRoutesOptions> = async (app, o
         tags: ['leases'],
         summary: 'Revoke a lease and delete its keys (etcdctl lease revoke)',
         params: LeaseParams,
-        response: { 200: Type.Ref('LeaseRevoked'), ...errorResponses(404) },
+        response: { 200: Type.Ref('LeaseRevoked'), ...errorResponses(403, 404) },
       },
     },
     async (req, reply) => {

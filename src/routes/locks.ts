@@ -1,9 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { Type } from 'typebox';
 import { acquire, release } from '../concurrency/mutex.js';
-import { GrantedLeases } from '../concurrency/session.js';
+import { GrantedLeases, sessionDeps } from '../concurrency/session.js';
 import { Waits } from '../concurrency/wait.js';
 import { badRequest, Problem } from '../errors.js';
 import { errorResponses } from '../schemas/common.js';
@@ -23,9 +22,7 @@ export function mergeOptions<T extends object>(query: T, body: T | undefined): T
 }
 
 const lockRoutes: FastifyPluginAsyncTypebox<LockRoutesOptions> = async (app, opts) => {
-  // As the caller (req.etcd): with authentication on, etcd checks the
-  // caller's permissions on the lock's keys and lease.
-  const deps = (req: FastifyRequest) => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log, owners: leaseOwnerGuard(app.etcd, req) });
+  const deps = (req: FastifyRequest) => sessionDeps(app.etcd, req, opts.timeoutMs);
   const granted = new GrantedLeases();
   const waits = new Waits(app);
   // The body is optional: without one, the options are in the query.
@@ -47,7 +44,7 @@ const lockRoutes: FastifyPluginAsyncTypebox<LockRoutesOptions> = async (app, opt
         params: LockParams,
         querystring: LockQuery,
         body: LockBody,
-        response: { 200: Type.Ref('Lock'), ...errorResponses(404, 409) },
+        response: { 200: Type.Ref('Lock'), ...errorResponses(403, 404, 409) },
       },
     },
     async (req, reply) => {

@@ -12,10 +12,12 @@ import { isUtf8 } from 'node:buffer';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
 import { refuseExpiredStream } from '../auth/expiry.js';
+import { isOwnerRecord, type LeaseOwnerGuard } from '../auth/lease-owners.js';
 import { checkOrigin } from '../auth/origin.js';
+import { guardedPut, txnGuard } from '../auth/txn-guard.js';
 import { campaign, proclaim, resign } from '../concurrency/election.js';
 import { acquire } from '../concurrency/mutex.js';
-import { DEFAULT_TTL, GrantedLeases, revokeQuietly, type SessionDeps } from '../concurrency/session.js';
+import { DEFAULT_TTL, GrantedLeases, revokeQuietly, sessionDeps } from '../concurrency/session.js';
 import { Waits, type WaitClient } from '../concurrency/wait.js';
 import type { EtcdScope } from '../etcd/connection.js';
 import { isGrpcError, Problem, toProblem } from '../errors.js';
@@ -41,7 +43,8 @@ export interface V3RoutesOptions {
   corsOrigins: string[];
 }
 
-type Call = (etcd: EtcdScope, req: Record<string, unknown>) => Promise<unknown>;
+/** `from`: the HTTP request, for the caller's lease ownership and the txn guard (src/auth/txn-guard.ts). */
+type Call = (etcd: EtcdScope, req: Record<string, unknown>, from: FastifyRequest) => Promise<unknown>;
 
 interface UnaryRoute {
   paths: string[];
@@ -56,18 +59,53 @@ const r = (req: Record<string, unknown>) => req as any;
 // etcd's path table (api/etcdserverpb/rpc.proto http rules).
 const UNARY: UnaryRoute[] = [
   { paths: ['kv/range'], request: 'RangeRequest', response: 'RangeResponse', call: (e, q) => e.kv.range(r(q)) },
-  { paths: ['kv/put'], request: 'PutRequest', response: 'PutResponse', call: (e, q) => e.kv.put(r(q)) },
+  { paths: ['kv/put'], request: 'PutRequest', response: 'PutResponse', call: (e, q, from) => etcdRefusal(guardedPut(e, guardOf(from), r(q))) },
   { paths: ['kv/deleterange'], request: 'DeleteRangeRequest', response: 'DeleteRangeResponse', call: (e, q) => e.kv.deleteRange(r(q)) },
-  { paths: ['kv/txn'], request: 'TxnRequest', response: 'TxnResponse', call: (e, q) => e.kv.txn(r(q)) },
+  {
+    paths: ['kv/txn'],
+    request: 'TxnRequest',
+    response: 'TxnResponse',
+    call: async (e, q, from) => {
+      await etcdRefusal(guardOf(from)?.txn(r(q)));
+      return e.kv.txn(r(q));
+    },
+  },
   { paths: ['kv/compaction'], request: 'CompactionRequest', response: 'CompactionResponse', call: (e, q) => e.kv.compact(r(q)) },
 
-  { paths: ['lease/grant'], request: 'LeaseGrantRequest', response: 'LeaseGrantResponse', call: (e, q) => e.lease.leaseGrant(r(q)) },
-  { paths: ['lease/revoke', 'kv/lease/revoke'], request: 'LeaseRevokeRequest', response: 'LeaseRevokeResponse', call: (e, q) => e.lease.leaseRevoke(r(q)) },
+  // Lease ownership as in /v1 (src/auth/lease-owners.ts): the grant records
+  // the caller; another subject's revoke, and its time to live with keys, are refused.
+  {
+    paths: ['lease/grant'],
+    request: 'LeaseGrantRequest',
+    response: 'LeaseGrantResponse',
+    call: async (e, q, from) => {
+      const res = await e.lease.leaseGrant(r(q));
+      await guardOf(from)?.owners.record(String(res.ID));
+      return res;
+    },
+  },
+  {
+    paths: ['lease/revoke', 'kv/lease/revoke'],
+    request: 'LeaseRevokeRequest',
+    response: 'LeaseRevokeResponse',
+    call: async (e, q, from) => {
+      const owners = guardOf(from)?.owners;
+      const id = String(q.ID ?? '0');
+      await etcdRefusal(owners?.check(id));
+      const revoke = () => e.lease.leaseRevoke(r(q));
+      return owners ? owners.revoke(id, revoke) : revoke();
+    },
+  },
   {
     paths: ['lease/timetolive', 'kv/lease/timetolive'],
     request: 'LeaseTimeToLiveRequest',
     response: 'LeaseTimeToLiveResponse',
-    call: (e, q) => e.lease.leaseTimeToLive(r(q)),
+    call: async (e, q, from) => {
+      if (q.keys === true) await etcdRefusal(guardOf(from)?.owners.check(String(q.ID ?? '0')));
+      const res = await e.lease.leaseTimeToLive(r(q));
+      if (res.keys) res.keys = res.keys.filter((k) => !isOwnerRecord(k));
+      return res;
+    },
   },
   { paths: ['lease/leases', 'kv/lease/leases'], request: 'LeaseLeasesRequest', response: 'LeaseLeasesResponse', call: (e) => e.lease.leaseLeases() },
 
@@ -363,12 +401,12 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
         for (const path of route.paths) {
           unary.post(`${prefix}${path}`, { schema: schema(`etcd ${path} (etcd's /v3 JSON protocol)`, prefix) }, async (req, reply) => {
             const request = parseBody(route.request, req.body as Buffer | undefined);
-            const res = (await route.call(req.etcd, request)) as Record<string, unknown>;
+            const res = (await route.call(req.etcd, request, req)) as Record<string, unknown>;
             return reply.type('application/json').send(encodeMessage(route.response, res));
           });
           websocketRoute(unary, `${prefix}${path}`, (socket, req) =>
             unaryOverWebsocket(socket, opts.bodyLimit, async (line) =>
-              encodeMessage(route.response, (await route.call(req.etcd, decodeMessage(route.request, parseJson(line)))) as Record<string, unknown>),
+              encodeMessage(route.response, (await route.call(req.etcd, decodeMessage(route.request, parseJson(line)), req)) as Record<string, unknown>),
             ),
           );
         }
@@ -383,7 +421,7 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
     // ends, leaving nothing behind, when its client goes away.
     // The shared session code words an unknown lease its own way; etcd's text here.
     const etcdLeaseError = (err: unknown): unknown =>
-      err instanceof Problem && err.code === 'lease_not_found' ? new V3Error(GrpcStatus.NOT_FOUND, 'etcdserver: requested lease not found') : err;
+      err instanceof Problem && err.code === 'lease_not_found' ? new V3Error(GrpcStatus.NOT_FOUND, 'etcdserver: requested lease not found') : etcdRefused(err);
     // etcd's election errors are plain Go errors (gRPC Unknown, HTTP 500) with these texts.
     const electionError = (err: unknown): unknown => {
       const code = err instanceof Problem ? err.code : undefined;
@@ -391,7 +429,7 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
       if (code === 'election_not_leader' || code === 'not_a_candidate' || code === 'invalid_key') return new V3Error(GrpcStatus.UNKNOWN, 'election: not leader');
       return err;
     };
-    const lockDeps = (req: FastifyRequest): SessionDeps => ({ etcd: req.etcd, timeoutMs: opts.timeoutMs, log: req.log });
+    const lockDeps = (req: FastifyRequest) => sessionDeps(app.etcd, req, opts.timeoutMs);
     const granted = new GrantedLeases();
     const waits = new Waits(unary);
     const leaseChoice = (request: Record<string, unknown>) => {
@@ -539,7 +577,7 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
         websocketRoute(streams, `${prefix}${path}`, (socket, req) => serve(handler, req, wsRequests(socket, opts.bodyLimit), wsSink(socket)));
       }
     };
-    stream('lease/keepalive', "Lease keep-alive stream (etcd's /v3 JSON protocol)", (req, requests, sink) => keepAliveStream(req, requests, sink));
+    stream('lease/keepalive', "Lease keep-alive stream (etcd's /v3 JSON protocol)", (req, requests, sink) => keepAliveStream(req, requests, sink, guardOf(req)?.owners));
     stream('watch', "Watch stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) => watchStream(app, req, requests, sink, opts));
     stream('maintenance/snapshot', "Snapshot stream (etcd's /v3 JSON protocol)", (req, requests, sink) => snapshotStream(req, requests, sink, opts));
     stream('election/observe', "Election observe stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) =>
@@ -572,8 +610,30 @@ function utf8Name(b: unknown): string {
   return name.toString('utf8');
 }
 
-/** /v3/lease/keepalive: each request line is sent to etcd's keep-alive stream, each answer comes back. */
-function keepAliveStream(req: FastifyRequest, requests: RequestSource, sink: ChunkSink): void {
+function guardOf(req: FastifyRequest) {
+  return txnGuard(req.server.etcd, req);
+}
+
+/** The gateway's own refusals (lease ownership, the txn guard) in etcd's words, which etcd clients match on. */
+function etcdRefused(err: unknown): unknown {
+  return err instanceof Problem && err.status === 403 ? new V3Error(GrpcStatus.PERMISSION_DENIED, 'etcdserver: permission denied') : err;
+}
+
+async function etcdRefusal<T>(p: Promise<T> | undefined): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    throw etcdRefused(err);
+  }
+}
+
+/**
+ * /v3/lease/keepalive: each request line is sent to etcd's keep-alive stream,
+ * each answer comes back. With authentication on, each request first passes
+ * the owner check, in order; another subject's lease ends the stream with
+ * PermissionDenied, as an etcd stream ends on its first error.
+ */
+function keepAliveStream(req: FastifyRequest, requests: RequestSource, sink: ChunkSink, owners?: LeaseOwnerGuard): void {
   let upstream: ClientDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | undefined;
   // Requests that came before etcd's stream was open.
   const early: Record<string, unknown>[] = [];
@@ -587,21 +647,38 @@ function keepAliveStream(req: FastifyRequest, requests: RequestSource, sink: Chu
     upstream?.cancel();
   };
   sink.onClose(() => finish());
+  let checked = Promise.resolve();
+  const inOrder = (check: (() => Promise<unknown>) | undefined, then: () => void) => {
+    if (!owners) return then();
+    checked = checked
+      .then(async () => {
+        if (!done) await check?.();
+        if (!done) then();
+      })
+      .catch((err: unknown) => finish(etcdRefused(err)));
+  };
   // Listening starts at once: a websocket's first messages may come before etcd answers.
   requests({
     message: (line) => {
+      let request: Record<string, unknown>;
       try {
-        const request = decodeMessage('LeaseKeepAliveRequest', parseJson(line));
-        if (upstream) upstream.write(request as never);
-        else early.push(request);
+        request = decodeMessage('LeaseKeepAliveRequest', parseJson(line));
       } catch (err) {
-        finish(err);
+        return finish(err);
       }
+      inOrder(
+        () => owners!.check(String(request.ID ?? '0')),
+        () => {
+          if (upstream) upstream.write(request as never);
+          else early.push(request);
+        },
+      );
     },
-    end: () => {
-      ended = true;
-      upstream?.end();
-    },
+    end: () =>
+      inOrder(undefined, () => {
+        ended = true;
+        upstream?.end();
+      }),
     error: (err) => finish(err),
   });
   req.etcd.lease.leaseKeepAlive().then(

@@ -3,6 +3,7 @@
 // etcd3, and keep-alive exists in etcd only as a bidirectional stream.
 import { isUtf8 } from 'node:buffer';
 import type { ILeaseKeepAliveResponse, ILeaseTimeToLiveResponse, LeaseClient } from 'etcd3';
+import { isOwnerRecord } from '../auth/lease-owners.js';
 import { Problem } from '../errors.js';
 import { leaseHex, num } from '../kv/codec.js';
 
@@ -28,7 +29,7 @@ export function timeToLiveToJson(hex: string, res: ILeaseTimeToLiveResponse, wit
   if (ttl < 0) throw leaseNotFound(hex);
   const out: LeaseInfoJson = { id: leaseHex(res.ID) ?? hex, ttl, granted_ttl: num(res.grantedTTL) };
   if (withKeys) {
-    out.keys = (res.keys ?? []).map((k) => (isUtf8(k) ? { key: k.toString('utf8') } : { key_base64: k.toString('base64') }));
+    out.keys = (res.keys ?? []).filter((k) => !isOwnerRecord(k)).map((k) => (isUtf8(k) ? { key: k.toString('utf8') } : { key_base64: k.toString('base64') }));
   }
   return out;
 }
