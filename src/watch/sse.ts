@@ -19,6 +19,13 @@ export interface SseOptions {
   recheck?: () => Promise<void>;
 }
 
+/**
+ * How long a client cut off for not reading keeps its connection, so that the
+ * end of the stream (the websocket's 4008 close with its resume revisions)
+ * reaches it once it reads again; bounded, so one that never does is freed.
+ */
+export const SLOW_CONSUMER_DRAIN_MS = 20_000;
+
 /** The `error` message of the watch protocols (websocket and SSE); `id` names the subscription that ended. */
 export function watchErrorMessage(err: WatchError, id?: string): Record<string, unknown> {
   return {
@@ -95,7 +102,12 @@ export class SseStream {
     }
     const raw = this.reply.raw;
     raw.write(chunk);
-    if (raw.writableLength > this.opts.maxBufferedBytes) this.end();
+    if (raw.writableLength > this.opts.maxBufferedBytes) {
+      this.end();
+      // The end waits behind what is buffered; a client that does not read
+      // again within the grace period is dropped, freeing the buffer.
+      setTimeout(() => raw.destroy(), SLOW_CONSUMER_DRAIN_MS).unref();
+    }
   }
 
   /**
