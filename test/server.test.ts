@@ -11,8 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import t from 'tap';
+import { buildApp, FailClosedError } from '../src/app.js';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { testConfig } from './helpers/app.js';
 import { freePort, startCluster } from './helpers/cluster.js';
+import { GATEWAY_USER } from './helpers/etcd-auth.js';
 
 const execFileP = promisify(execFile);
 const SERVER = new URL('../src/server.ts', import.meta.url).pathname;
@@ -172,6 +175,45 @@ t.test('with ETCD_ENDPOINTS the gateway uses that cluster and starts nothing', a
   const half = await runToExit({ PORT: '0', ETCD_ENDPOINTS: cluster.endpoints.join(','), TLS_CERT_FILE: cert });
   t.equal(half.code, 2);
   t.match(half.stderr, 'TLS_KEY_FILE: required with TLS_CERT_FILE');
+});
+
+t.test('fails closed: with gateway authentication on, it refuses to start unless etcd enforces authentication', async (t) => {
+  const cluster = await startCluster(t);
+  // Everything configured, the service user even exists: only `etcdctl auth enable` is missing.
+  await cluster.etcdctl('user', 'add', `${GATEWAY_USER.name}:${GATEWAY_USER.password}`);
+  const auth = {
+    AUTH_JWT_SECRET: 'fail-closed-secret-that-is-at-least-32-chars',
+    ETCD_USERNAME: GATEWAY_USER.name,
+    ETCD_PASSWORD: GATEWAY_USER.password,
+    ETCD_TOKEN_SIGNING_KEY_FILE: cluster.signingKeyFile,
+  };
+  const env = { PORT: '0', ETCD_ENDPOINTS: cluster.endpoints.join(','), ...auth };
+  const refused = await runToExit(env);
+  t.equal(refused.code, 2);
+  t.equal(refused.stderr.trim().split('\n').length, 1, 'one line');
+  t.match(refused.stderr, /refusing to start: gateway authentication is on, but etcd's authentication is off/);
+  t.notMatch(refused.stderr, GATEWAY_USER.password, 'no secret in the message');
+  // The tests' way in (buildApp) fails the same way, with a typed error.
+  await t.rejects(buildApp({ config: testConfig(auth), endpoints: cluster.endpoints, logging: false }), FailClosedError);
+
+  // etcd with simple tokens cannot be minted for: refused too (a token without a revision claim).
+  const simple = await startCluster(t, { size: 1, extraArgs: ['--auth-token=simple'] });
+  for (const args of [['user', 'add', 'root:rootpw'], ['user', 'add', `${GATEWAY_USER.name}:${GATEWAY_USER.password}`], ['user', 'grant-role', GATEWAY_USER.name, 'root'], ['auth', 'enable']]) {
+    await simple.etcdctl(...args);
+  }
+  const withSimple = await runToExit({ ...env, ETCD_ENDPOINTS: simple.endpoints.join(',') });
+  t.equal(withSimple.code, 2);
+  t.match(withSimple.stderr, /did not return a JWT with a revision claim/);
+
+  // With etcd's authentication on, the same configuration starts.
+  await cluster.etcdctl('user', 'add', 'root:rootpw');
+  await cluster.etcdctl('user', 'grant-role', GATEWAY_USER.name, 'root');
+  await cluster.etcdctl('auth', 'enable');
+  const gw = await startGateway(env);
+  t.teardown(() => gw.child.kill('SIGKILL'));
+  t.equal((await fetch(`${gw.url}/v1/kv//app/x`)).status, 401, 'started, with authentication');
+  gw.child.kill('SIGTERM');
+  await once(gw.child, 'exit');
 });
 
 function httpsRequest(url: string, opts: { method: string; ca: Buffer }, body?: string): Promise<{ status: number; body: string }> {
