@@ -13,6 +13,7 @@ import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
 import authPlugin, { WS_ETCD_BEARER, WS_PROTOCOL } from './plugins/auth.js';
 
 export { FailClosedError } from './plugins/auth.js';
+import browserGuardPlugin from './plugins/browser-guard.js';
 import errorsPlugin from './plugins/errors.js';
 import etcdPlugin from './plugins/etcd.js';
 import metricsPlugin from './plugins/metrics.js';
@@ -45,7 +46,7 @@ import { TxnCompareSchema, TxnOpResponseSchema, TxnOpSchema, TxnRequestSchema, T
 
 export type GatewayConfig = Omit<
   Config,
-  'ETCD_ENDPOINTS' | 'HOST' | 'PORT' | 'ALLOW_INSECURE_PUBLIC' | 'EMBEDDED_ETCD_DATA_DIR' | 'EMBEDDED_ETCD_CLIENT_PORT' | 'EMBEDDED_ETCD_PEER_PORT' | 'ETCD_BINARY'
+  'ETCD_ENDPOINTS' | 'PORT' | 'ALLOW_INSECURE_PUBLIC' | 'EMBEDDED_ETCD_DATA_DIR' | 'EMBEDDED_ETCD_CLIENT_PORT' | 'EMBEDDED_ETCD_PEER_PORT' | 'ETCD_BINARY'
 >;
 
 export interface AppOptions {
@@ -136,6 +137,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const { minter, serviceAuth } = etcdIdentities(config, connection);
 
   await app.register(errorsPlugin);
+  const corsOrigins = config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean);
   await app.register(etcdPlugin, { connection, serviceAuth });
   await app.register(authPlugin, {
     secret: config.AUTH_JWT_SECRET,
@@ -174,10 +176,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       done();
     },
   });
+  // After the websocket plugin, whose own hooks must see a refused upgrade to close its socket.
+  await app.register(browserGuardPlugin, { allowedHosts: config.ALLOWED_HOSTS, listenHost: config.HOST, corsOrigins });
   await app.register(openapiPlugin);
   // Explicit CORS: no origin is allowed unless CORS_ORIGINS lists it, and
   // browsers may read the etcd metadata headers. Preflights need no token.
-  const corsOrigins = config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean);
   // Without origins there is nothing to grant, and the plugin would cost
   // every request a hook (about a tenth of the CPU of a key read).
   if (corsOrigins.length > 0) await app.register(cors, {

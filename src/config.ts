@@ -26,6 +26,13 @@ export const ConfigSchema = Type.Object({
     maximum: 100_000,
     description: 'Most keys one listing returns; a larger listing is paged with `more` and `next`.',
   }),
+  ALLOWED_HOSTS: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'Comma-separated host names (with an optional :port) that requests may name in their Host header; `*` allows any. Unset: localhost, 127.0.0.1, [::1] and HOST, on any port.',
+    }),
+  ),
   CORS_ORIGINS: Type.String({
     default: '',
     description: 'Comma-separated browser origins allowed to open websockets (besides the same origin).',
@@ -53,7 +60,7 @@ export const ConfigSchema = Type.Object({
     default: false,
     description: 'Allow listening on a non-loopback address while authentication is off.',
   }),
-  AUTH_JWT_SECRET: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret for callers\' JWTs (at least 32 characters). Turns authentication on.' })),
+  AUTH_JWT_SECRET: Type.Optional(Type.String({ minLength: 32, writeOnly: true, description: 'HS256 secret for callers\' JWTs (at least 32 characters). Turns authentication on.' })),
   AUTH_JWT_PUBLIC_KEY_FILE: Type.Optional(
     Type.String({ minLength: 1, description: 'PEM public key (RSA → RS256, EC P-256 → ES256) for callers\' JWTs. Turns authentication on.' }),
   ),
@@ -82,7 +89,7 @@ export const ConfigSchema = Type.Object({
   AUTH_TOKEN_TTL_SECONDS: Type.Integer({ default: 3600, minimum: 60, description: 'Lifetime of tokens from POST /v1/auth/token.' }),
   AUTH_ALLOW_ROOT: Type.Boolean({ default: false, description: "Allow callers whose JWT names etcd's root user or the gateway's own (ETCD_USERNAME)." }),
   ETCD_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'The gateway\'s own etcd user (when etcd auth is on).' })),
-  ETCD_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
+  ETCD_PASSWORD: Type.Optional(Type.String({ minLength: 1, writeOnly: true })),
   ETCD_TOKEN_SIGNING_KEY_FILE: Type.Optional(
     Type.String({ minLength: 1, description: 'etcd\'s JWT private key (--auth-token jwt,priv-key=...), to call etcd as each caller.' }),
   ),
@@ -140,7 +147,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const first = ((err as { errors?: AjvError[] }).errors ?? [])[0];
     if (!first) throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
     const name = first.instancePath?.replace(/^\//, '') || first.params?.missingProperty || 'configuration';
-    const got = data[name] === undefined ? '' : ` (got ${JSON.stringify(data[name])})`;
+    // Secrets (writeOnly in the schema) are never repeated: this line goes to logs.
+    const secret = (ConfigSchema.properties as Record<string, { writeOnly?: boolean }>)[name]?.writeOnly === true;
+    const got = data[name] === undefined || secret ? '' : ` (got ${JSON.stringify(data[name])})`;
     const message = name === 'LOG_LEVEL' ? 'must be one of fatal, error, warn, info, debug, trace, silent' : first.message;
     throw new ConfigError(`${name}: ${message}${got}`);
   }

@@ -65,6 +65,7 @@ const TITLES: Record<number, string> = {
   412: 'Precondition Failed',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
+  421: 'Misdirected Request',
   426: 'Upgrade Required',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
@@ -183,15 +184,17 @@ interface CodeRow {
   retryAfter?: number;
   /** Hide etcd's text: it may describe internals. */
   hideDetail?: boolean;
+  /** Said instead of grpc-js's text, which names member addresses (remote_addr=...) and resolver state. */
+  text?: string;
 }
 
 // Fallback by gRPC status code (after grpc-gateway's runtime/errors.go, with
 // FAILED_PRECONDITION kept at 400 as etcd uses it for "not capable"-style refusals).
 const GRPC_CODE_TABLE: Record<number, CodeRow> = {
-  [GrpcStatus.CANCELLED]: { status: 503, code: 'etcd_cancelled', unknownOutcome: true, retryAfter: 1 },
+  [GrpcStatus.CANCELLED]: { status: 503, code: 'etcd_cancelled', unknownOutcome: true, retryAfter: 1, text: 'the call to etcd was cancelled' },
   [GrpcStatus.UNKNOWN]: { status: 500, code: 'etcd_error', hideDetail: true },
   [GrpcStatus.INVALID_ARGUMENT]: { status: 400, code: 'invalid_argument' },
-  [GrpcStatus.DEADLINE_EXCEEDED]: { status: 504, code: 'etcd_timeout', unknownOutcome: true, retryAfter: 1 },
+  [GrpcStatus.DEADLINE_EXCEEDED]: { status: 504, code: 'etcd_timeout', unknownOutcome: true, retryAfter: 1, text: 'etcd did not answer before the deadline' },
   [GrpcStatus.NOT_FOUND]: { status: 404, code: 'not_found' },
   [GrpcStatus.ALREADY_EXISTS]: { status: 409, code: 'already_exists' },
   [GrpcStatus.PERMISSION_DENIED]: { status: 403, code: 'permission_denied' },
@@ -201,7 +204,7 @@ const GRPC_CODE_TABLE: Record<number, CodeRow> = {
   [GrpcStatus.OUT_OF_RANGE]: { status: 400, code: 'out_of_range' },
   [GrpcStatus.UNIMPLEMENTED]: { status: 501, code: 'not_implemented' },
   [GrpcStatus.INTERNAL]: { status: 500, code: 'etcd_internal', hideDetail: true },
-  [GrpcStatus.UNAVAILABLE]: { status: 503, code: 'etcd_unavailable', unknownOutcome: true, retryAfter: 1 },
+  [GrpcStatus.UNAVAILABLE]: { status: 503, code: 'etcd_unavailable', unknownOutcome: true, retryAfter: 1, text: 'etcd is unavailable' },
   [GrpcStatus.DATA_LOSS]: { status: 500, code: 'etcd_data_loss', hideDetail: true },
   [GrpcStatus.UNAUTHENTICATED]: { status: 401, code: 'unauthenticated' },
 };
@@ -242,9 +245,9 @@ export function fromEtcdError(err: GrpcLikeError, kind?: CallKind): Problem {
   const hide = 'hideDetail' in row && row.hideDetail;
   // Connection failures describe our network (member addresses, resolver
   // notes): the caller learns that etcd is unreachable, the log keeps the rest.
-  let detail = hide ? 'etcd failed to process the request' : notSent ? 'could not connect to any etcd member' : text;
+  let detail = hide ? 'etcd failed to process the request' : notSent ? 'could not connect to any etcd member' : ('text' in row && row.text) || text;
   if (extra.outcome === 'unknown') {
-    detail = `${text}; the write may or may not have been applied: read the key before retrying`;
+    detail = `${detail}; the write may or may not have been applied: read the key before retrying`;
   }
   return new Problem(status, code, detail, { extra, headers, cause: err });
 }

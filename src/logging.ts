@@ -13,6 +13,15 @@ export const REDACTED_PATHS = [
   '*.token',
 ];
 
+// SSE tickets travel in the URL (single-use, but still credentials), and
+// clients used to other gateways put tokens there too, whether or not we read them.
+const URL_CREDENTIALS = /([?&](?:ticket|token|access_token)=)[^&#]*/gi;
+
+/** The URL as logged: credential query parameters replaced with [redacted]. */
+export function redactUrl(url: string): string {
+  return url.replace(URL_CREDENTIALS, '$1[redacted]');
+}
+
 export interface LoggingOptions {
   level: string;
   pretty?: boolean;
@@ -29,8 +38,7 @@ export function loggerOptions(opts: LoggingOptions): LoggerOptions & { stream?: 
       // removes credentials from them.
       req: (req: { method: string; url: string; headers: Record<string, unknown>; ip?: string; id?: string }) => ({
         method: req.method,
-        // SSE tickets travel in the URL; they are single-use, but still credentials.
-        url: req.url.replace(/([?&]ticket=)[^&]*/g, '$1[redacted]'),
+        url: redactUrl(req.url),
         headers: req.headers,
         remoteAddress: req.ip,
       }),

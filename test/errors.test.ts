@@ -107,3 +107,21 @@ t.test('Fastify client errors and Problems pass through', async (t) => {
   const badJson = toProblem(Object.assign(new Error('Body is not valid JSON'), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }));
   t.equal(badJson.code, 'invalid_json');
 });
+
+t.test('transport failures are said in fixed texts: grpc-js names member addresses', async (t) => {
+  const raw: [number, string][] = [
+    [status.DEADLINE_EXCEEDED, 'Deadline exceeded after 1.002s,remote_addr=127.0.0.1:23791'],
+    [status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED 127.0.0.1:23791 (resolution note: )'],
+    [status.CANCELLED, 'Call cancelled,remote_addr=127.0.0.1:23791'],
+  ];
+  for (const [code, details] of raw) {
+    for (const kind of ['read', 'write'] as const) {
+      const p = fromEtcdError(grpcError(code, details), kind);
+      t.notMatch(JSON.stringify(p.body()), /remote_addr|23791|127\.0\.0\.1|resolution/, `${status[code]} (${kind})`);
+    }
+  }
+  t.equal(fromEtcdError(grpcError(status.DEADLINE_EXCEEDED, raw[0]![1]), 'read').message, 'etcd did not answer before the deadline');
+  t.equal(fromEtcdError(grpcError(status.UNAVAILABLE, raw[1]![1]), 'read').message, 'etcd is unavailable');
+  // etcd's own texts are fixed already, and say more: they are kept.
+  t.equal(fromEtcdError(grpcError(status.UNAVAILABLE, 'etcdserver: request timed out'), 'read').message, 'etcdserver: request timed out');
+});

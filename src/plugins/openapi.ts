@@ -70,6 +70,14 @@ const VALUE_BODY = {
   content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } }, '*/*': { schema: { type: 'string', format: 'binary' } } },
 };
 
+// The console's policy (src/routes/ui.ts) for Swagger UI, whose scripts and
+// styles are files of its own: no inline script, no other origin, no framing.
+// The spec is fetched from this origin and "Try it out" calls it. The hash is
+// the one inline <style> Swagger UI renders (its SVG logo's fill colours).
+export const DOCS_CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; img-src 'self' data:; " +
+  "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 export default fp(
   async (app) => {
     await app.register(swagger, {
@@ -128,7 +136,7 @@ export default fp(
         return doc as never;
       },
     });
-    await app.register(swaggerUi, { routePrefix: '/docs' });
+    await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: DOCS_CSP });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   },
   { name: 'openapi', fastify: '5.x' },

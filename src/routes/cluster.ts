@@ -6,7 +6,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { AlarmAction, AlarmType, type IAlarmResponse, type IMember, type IRangeResponse, type IStatusResponse } from 'etcd3';
 import { Type } from 'typebox';
 import type { EtcdCallOptions, MemberResult } from '../etcd/connection.js';
-import { Problem, type GrpcLikeError } from '../errors.js';
+import { Problem, toProblem, type GrpcLikeError } from '../errors.js';
 import { num } from '../kv/codec.js';
 import { MemberAddBody, MemberParams, MemberUpdateBody } from '../schemas/cluster.js';
 import { errorResponses } from '../schemas/common.js';
@@ -22,7 +22,8 @@ const etcdId = (hex: string) => BigInt(`0x${hex}`).toString();
 
 const memberNotFound = (id: string) => new Problem(404, 'member_not_found', `no member has the ID ${id}`);
 
-export const probeError = (err: GrpcLikeError | undefined) => (err ? err.details || err.message : 'unknown error');
+/** A member's failure in a per-member report: the error table's text, never grpc-js's (which names addresses). */
+export const probeError = (err: GrpcLikeError | undefined) => (err ? toProblem(err).message : 'unknown error');
 
 function memberJson(m: IMember) {
   return {

@@ -12,6 +12,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
   app.get(
     '/healthz',
     {
+      config: { anyHost: true },
       schema: {
         tags: ['operations'],
         summary: 'Liveness: the gateway process is up',
@@ -24,6 +25,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
   app.get(
     '/readyz',
     {
+      config: { anyHost: true },
       schema: {
         tags: ['operations'],
         summary: 'Readiness: etcd is reachable and has a leader',
@@ -39,7 +41,6 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
                 subscribers: Type.Integer(),
                 buffered_bytes: Type.Integer({ description: 'Recent events kept for late joiners, all watches together (WATCH_BUFFER_TOTAL_BYTES at most).' }),
                 stream_connected: Type.Boolean(),
-                stream_peer: Type.Optional(Type.String({ description: 'The etcd member serving the watch stream.' })),
               },
               { description: 'Watch fan-out of this gateway process.' },
             ),
@@ -54,12 +55,14 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
       if (!status.leader || status.leader === '0') {
         throw new Problem(503, 'no_leader', 'etcd is reachable but has no leader', { headers: { 'retry-after': '1' } });
       }
+      const { etcd_watches, subscribers, buffered_bytes, stream_connected } = app.watchHub.stats();
       return {
         status: 'ready',
         leader: BigInt(status.leader).toString(16),
         revision: Number(status.header.revision),
         etcd_version: status.version,
-        watch: app.watchHub.stats(),
+        // Public and answered for any Host: no etcd member address (the hub's stream_peer).
+        watch: { etcd_watches, subscribers, buffered_bytes, stream_connected },
       };
     },
   );
