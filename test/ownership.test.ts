@@ -255,6 +255,18 @@ t.test('the owner does all of it: attach, txn with prev_kv, list keys, keep aliv
   t.equal(await root('get', '/app/own-', '--prefix', '--keys-only'), '', 'with its keys');
 });
 
+t.test('a write-only caller attaches keys to its own leases (their owner record is no key it may write)', async (t) => {
+  const ttl = await v1('wo', 'PUT', '/v1/kv//app/wo-ttl?ttl=60', 'x');
+  t.equal(ttl.statusCode, 200, ttl.body);
+  const hex = ttl.json().lease as string;
+  t.equal((await v1('wo', 'PUT', `/v1/kv//app/wo-again?lease=${hex}`, 'y')).statusCode, 200, '?lease= with its own lease');
+  const id = (await v3('wo', '/v3/lease/grant', { TTL: 60 })).body.ID as string;
+  t.equal((await v3('wo', '/v3/kv/put', { key: b64('/app/wo-v3'), value: b64('z'), lease: id })).status, 200, '/v3/kv/put with its own lease');
+  t.same((await leaseInEtcd(hex)).keys.filter((k) => k.startsWith('/')).sort(), ['/app/wo-again', '/app/wo-ttl']);
+  t.same((await leaseInEtcd(hexOf(id))).keys.filter((k) => k.startsWith('/')), ['/app/wo-v3']);
+  t.equal((await v1('mallory', 'PUT', `/v1/kv//app/stolen-wo?lease=${hex}`, 'x')).statusCode, 403, 'and no one else does');
+});
+
 t.test('leases granted outside the gateway have no owner, as in etcd', async (t) => {
   const hex = /lease ([0-9a-f]+) granted/.exec(await root('lease', 'grant', '60'))![1]!;
   const res = await v3('mallory', '/v3/kv/txn', { success: [{ request_put: { key: b64('/app/outside'), value: b64('x'), lease: decOf(hex) } }] });

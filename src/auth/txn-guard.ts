@@ -118,6 +118,11 @@ export async function guardedPut(etcd: EtcdScope, guard: TxnGuard | undefined, p
   if (!guard || !(await guard.put(put))) return etcd.kv.put(put);
   // The lease is checked already; what is left is the prev_kv.
   if (put.prev_kv) await guard.txn({ success: [{ request_put: { key: put.key, prev_kv: true } }] });
+  return putAsTxn(etcd, put);
+}
+
+/** A put with a lease that holds its owner's record, which etcd would refuse as a plain put (see guardedPut): a txn of that one put. */
+export async function putAsTxn(etcd: EtcdScope, put: IPutRequest): Promise<IPutResponse> {
   const res = await etcd.kv.txn({ success: [{ request_put: put }] });
   return { header: res.header, prev_kv: res.responses[0]?.response_put.prev_kv } as IPutResponse;
 }

@@ -4,7 +4,7 @@ import { Type } from 'typebox';
 import { Problem, badRequest, toProblem } from '../errors.js';
 import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
 import { isRange, keyRange, list } from '../kv/range.js';
-import { txnGuard } from '../auth/txn-guard.js';
+import { putAsTxn, txnGuard } from '../auth/txn-guard.js';
 import { longPoll } from '../watch/longpoll.js';
 import { checkReadable } from '../watch/session.js';
 import { errorResponses, isSet } from '../schemas/common.js';
@@ -202,12 +202,14 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       const owners = guard?.owners;
       // Only the lease: the txn below that carries a lease also compares the
       // key, which etcd checks for read permission, so its prev_kv is covered.
-      if (leaseId) await guard?.put({ key, lease: leaseId });
+      // Whether the lease holds the caller's owner record.
+      let ownLease = leaseId ? ((await guard?.put({ key, lease: leaseId })) ?? false) : false;
       if (q.ttl) {
         const granted = await lease.leaseGrant({ TTL: q.ttl, ID: 0 });
         leaseId = granted.ID;
         grantedLease = true;
         await owners?.record(leaseId);
+        ownLease = owners !== undefined;
       }
       // Never leave a lease behind for a write that failed or was refused.
       const revokeGranted = async () => {
@@ -235,7 +237,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
             // may still put. etcd refused the txn before applying anything, so
             // the plain put is not a second attempt of the same write.
             if (condition || isSet(q.prev_kv) || toProblem(err).code !== 'permission_denied') throw err;
-            const plain = await kv.put(put.request_put!);
+            const plain = ownLease ? await putAsTxn(req.etcd, put.request_put!) : await kv.put(put.request_put!);
             res = { header: plain.header, succeeded: false, responses: [{ response_put: plain } as ITxnResponse['responses'][number]] };
             createdKnown = false;
           }
