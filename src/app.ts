@@ -11,6 +11,7 @@ import { loggerOptions, type LoggingOptions } from './logging.js';
 import { EtcdTokenMinter, passwordScope } from './auth/etcd-tokens.js';
 import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
 import authPlugin, { WS_ETCD_BEARER, WS_PROTOCOL } from './plugins/auth.js';
+import limitsPlugin from './plugins/limits.js';
 
 export { FailClosedError } from './plugins/auth.js';
 import browserGuardPlugin from './plugins/browser-guard.js';
@@ -61,9 +62,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const { config } = opts;
   // HTTPS (and wss://) when a certificate is configured; the files are read
   // once here, so a bad path fails start-up rather than the first request.
-  const https = config.TLS_CERT_FILE && config.TLS_KEY_FILE ? { cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } : null;
+  // A client trickling its headers holds a socket: they must arrive within
+  // HEADERS_TIMEOUT_MS, checked every 2 s (Node: 60 s, checked every 30 s).
+  const server = { headersTimeout: config.HEADERS_TIMEOUT_MS, connectionsCheckingInterval: Math.min(2000, config.HEADERS_TIMEOUT_MS) };
+  const https = config.TLS_CERT_FILE && config.TLS_KEY_FILE ? { ...server, cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } : null;
   const app = Fastify({
     https,
+    ...(https ? {} : { http: server }),
     logger: opts.logging === false ? false : loggerOptions({ level: config.LOG_LEVEL, ...opts.logging }),
     bodyLimit: config.BODY_LIMIT,
     requestIdHeader: 'x-request-id',
@@ -206,6 +211,16 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // Public scope: health, metrics, documentation, the web console, token exchange.
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
   await app.register(metricsPlugin);
+  // Limits apply to every route registered from here on (not to the above).
+  await app.register(limitsPlugin, {
+    rateLimitMax: config.RATE_LIMIT_MAX,
+    rateLimitWindowMs: config.RATE_LIMIT_WINDOW_MS,
+    authRateLimitMax: config.AUTH_RATE_LIMIT_MAX,
+    authRateLimitWindowMs: config.AUTH_RATE_LIMIT_WINDOW_MS,
+    streamsPerSubject: config.STREAMS_PER_SUBJECT,
+    wsMaxMessagesPerSecond: config.WS_MAX_MESSAGES_PER_SECOND,
+    bodyTimeoutMs: config.BODY_TIMEOUT_MS,
+  });
   await app.register(tokenRoutes);
   await app.register(v3PublicRoutes, { bodyLimit: config.BODY_LIMIT, minExchangeMs: MIN_EXCHANGE_MS });
   await app.register(uiRoutes);
@@ -255,9 +270,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES,
       timeoutMs: config.REQUEST_TIMEOUT_MS,
       listMaxKeys: config.LIST_MAX_KEYS,
+      maxWatches: config.WATCH_MAX_SUBSCRIPTIONS,
       corsOrigins,
     });
   });
+  if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
   return app;
 }
 

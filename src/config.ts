@@ -56,6 +56,33 @@ export const ConfigSchema = Type.Object({
     description: 'Most bytes of recent events all shared etcd watches together keep for late joiners (each also keeps at most 8 MiB).',
   }),
   LONG_POLL_MAX_SECONDS: Type.Integer({ default: 300, minimum: 1, description: 'Longest ?wait long-poll.' }),
+  // Limits against abuse (src/plugins/limits.ts). The defaults are far above
+  // what one team's use of one gateway sends; they stop floods, not work.
+  RATE_LIMIT_MAX: Type.Integer({
+    default: 100_000,
+    minimum: 0,
+    description: 'Requests per RATE_LIMIT_WINDOW_MS per caller (the etcd user; the client address without authentication); 0: no limit.',
+  }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 10_000, minimum: 100 }),
+  AUTH_RATE_LIMIT_MAX: Type.Integer({
+    default: 10,
+    minimum: 0,
+    description: 'Password checks (POST /v1/auth/token, /v3/auth/authenticate) per AUTH_RATE_LIMIT_WINDOW_MS, per client address and per user name; 0: no limit.',
+  }),
+  AUTH_RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 100 }),
+  STREAMS_PER_SUBJECT: Type.Integer({
+    default: 100,
+    minimum: 0,
+    description: 'Open websockets, SSE streams, /v3 streams, long-polls and lock or campaign waits per etcd user (with authentication on); 0: no limit.',
+  }),
+  WS_MAX_MESSAGES_PER_SECOND: Type.Integer({ default: 100, minimum: 0, description: 'Messages a client may send on one websocket per second (bursts up to as many); 0: no limit.' }),
+  HEADERS_TIMEOUT_MS: Type.Integer({ default: 10_000, minimum: 500, maximum: 60_000, description: 'Time a client has to send a request\'s headers.' }),
+  BODY_TIMEOUT_MS: Type.Integer({
+    default: 30_000,
+    minimum: 500,
+    description: 'Time a client has to send a request\'s body (a /v3 stream\'s body, read while it is answered, is exempt).',
+  }),
+  MAX_CONNECTIONS: Type.Integer({ default: 10_000, minimum: 0, description: 'Most open client connections (websockets included); 0: no limit.' }),
   ALLOW_INSECURE_PUBLIC: Type.Boolean({
     default: false,
     description: 'Allow listening on a non-loopback address while authentication is off.',

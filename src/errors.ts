@@ -82,6 +82,17 @@ function defaultTitle(status: number): string {
 export const badRequest = (detail: string, code = 'bad_request', extra?: Record<string, unknown>) =>
   new Problem(400, code, detail, { extra });
 
+/**
+ * The gateway's own rate limits (src/plugins/limits.ts): `rate_limited`, not
+ * etcd's `too_many_requests` (etcd overloaded), so a client knows who to wait for.
+ */
+export const rateLimited = (detail: string, retryAfterSeconds: number) =>
+  new Problem(429, 'rate_limited', detail, { headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) } });
+
+/** A caller over its cap of open streams, long-polls and waits (src/auth/stream-caps.ts). */
+export const tooManyStreams = (max: number) =>
+  new Problem(429, 'too_many_streams', `at most ${max} open streams, long-polls and waits per user (STREAMS_PER_SUBJECT)`, { headers: { 'retry-after': '1' } });
+
 // ---------------------------------------------------------------------------
 // etcd / gRPC errors
 

@@ -27,6 +27,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (!app.authEnabled || !app.issueToken) {
         throw new Problem(404, 'auth_not_configured', 'token exchange needs AUTH_JWT_SECRET or AUTH_JWT_PRIVATE_KEY_FILE');
       }
+      await app.limitPasswordChecks(req, req.body.username);
       const started = Date.now();
       let ok = false;
       try {

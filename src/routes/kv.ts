@@ -105,11 +105,12 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         const abort = new AbortController();
         // The response's close (not the request's, which fires once the request is read).
         reply.raw.once('close', () => abort.abort());
+        const release = app.streamCaps.acquire(req);
         const result = await longPoll(
           app.watchHub,
           { range, startRevision: q.start_revision, prevKv: isSet(q.prev_kv), timeoutMs: timeout * 1000 },
           abort.signal,
-        );
+        ).finally(release);
         return reply.type('application/json').send(result);
       }
       for (const option of ['start_revision', 'timeout', 'prev_kv'] as const) {

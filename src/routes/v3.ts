@@ -37,8 +37,10 @@ export interface V3RoutesOptions {
   maxBufferedBytes: number;
   /** Deadline of one etcd call while a lock waits. */
   timeoutMs: number;
-  /** Page size of the initial read of an election observer. */
+  /** Page size of the initial read of an election observer; the most keys a range reads. */
   listMaxKeys: number;
+  /** Most watches on one /v3/watch stream (WATCH_MAX_SUBSCRIPTIONS). */
+  maxWatches: number;
   /** Browser origins allowed besides the gateway's own (CORS_ORIGINS). */
   corsOrigins: string[];
 }
@@ -161,6 +163,18 @@ const UNARY: UnaryRoute[] = [
     call: (e, q) => e.auth.roleRevokePermission(r(q)),
   },
 ];
+
+/**
+ * A range reads at most LIST_MAX_KEYS keys (no limit, or a larger one, is
+ * the cap); etcd's own `more: true` tells the client there is more.
+ */
+function capRange(route: UnaryRoute, request: Record<string, unknown>, listMaxKeys: number): Record<string, unknown> {
+  if (route.request === 'RangeRequest') {
+    const limit = BigInt((request.limit as string | undefined) ?? 0);
+    if (limit === 0n || limit > BigInt(listMaxKeys)) request.limit = String(listMaxKeys);
+  }
+  return request;
+}
 
 /** Both prefixes etcd serves: `/v3/`, and `/v3beta/` which etcd rewrites to it. */
 const PREFIXES = ['/v3/', '/v3beta/'];
@@ -328,7 +342,9 @@ export async function v3PublicRoutes(app: FastifyInstance, opts: V3PublicOptions
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, (_req, body, done) => done(null, body));
 
-  const authenticate = async (request: Record<string, unknown>) => {
+  const authenticate = async (req: FastifyRequest, request: Record<string, unknown>) => {
+    // Every password check, whoever issues the token: each is a bcrypt in etcd.
+    await app.limitPasswordChecks(req, String(request.name ?? ''));
     if (!app.authEnabled) return encodeMessage('AuthenticateResponse', await app.etcd.auth.authenticate(r(request)));
     const name = String(request.name ?? '');
     if (!app.issueToken) throw new V3Error(GrpcStatus.UNIMPLEMENTED, 'token exchange needs AUTH_JWT_SECRET or AUTH_JWT_PRIVATE_KEY_FILE');
@@ -347,9 +363,9 @@ export async function v3PublicRoutes(app: FastifyInstance, opts: V3PublicOptions
   for (const prefix of PREFIXES) {
     const url = `${prefix}auth/authenticate`;
     app.post(url, { schema: { ...schema("etcd auth/authenticate (etcd's /v3 JSON protocol)", prefix), description: 'With gateway authentication on, the token is a gateway JWT for that user (etcd checks the password).' } }, async (req, reply) =>
-      reply.type('application/json').send(await authenticate(parseBody('AuthenticateRequest', req.body as Buffer | undefined))),
+      reply.type('application/json').send(await authenticate(req, parseBody('AuthenticateRequest', req.body as Buffer | undefined))),
     );
-    websocketRoute(app, url, (socket) => unaryOverWebsocket(socket, opts.bodyLimit, (line) => authenticate(decodeMessage('AuthenticateRequest', parseJson(line)))));
+    websocketRoute(app, url, (socket, req) => unaryOverWebsocket(socket, opts.bodyLimit, (line) => authenticate(req, decodeMessage('AuthenticateRequest', parseJson(line)))));
   }
 
   // etcd answers its own version and the cluster's (the lowest member
@@ -400,13 +416,13 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
       for (const prefix of PREFIXES) {
         for (const path of route.paths) {
           unary.post(`${prefix}${path}`, { schema: schema(`etcd ${path} (etcd's /v3 JSON protocol)`, prefix) }, async (req, reply) => {
-            const request = parseBody(route.request, req.body as Buffer | undefined);
+            const request = capRange(route, parseBody(route.request, req.body as Buffer | undefined), opts.listMaxKeys);
             const res = (await route.call(req.etcd, request, req)) as Record<string, unknown>;
             return reply.type('application/json').send(encodeMessage(route.response, res));
           });
           websocketRoute(unary, `${prefix}${path}`, (socket, req) =>
             unaryOverWebsocket(socket, opts.bodyLimit, async (line) =>
-              encodeMessage(route.response, (await route.call(req.etcd, decodeMessage(route.request, parseJson(line)), req)) as Record<string, unknown>),
+              encodeMessage(route.response, (await route.call(req.etcd, capRange(route, decodeMessage(route.request, parseJson(line)), opts.listMaxKeys), req)) as Record<string, unknown>),
             ),
           );
         }
@@ -535,7 +551,7 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
           reply.type('application/json').send(await route.call(req, parseBody(route.request, req.body as Buffer | undefined), reply)),
         );
         websocketRoute(unary, url, (socket, req) =>
-          unaryOverWebsocket(socket, opts.bodyLimit, (line) => route.call(req, decodeMessage(route.request, parseJson(line)), socketClient(socket))),
+          unaryOverWebsocket(socket, opts.bodyLimit, (line) => route.call(req, decodeMessage(route.request, parseJson(line)), socketClient(socket, req))),
         );
       }
     }
@@ -572,9 +588,14 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
         streams.post(`${prefix}${path}`, { schema: schema(summary, prefix, true) }, async (req, reply) => {
           // (Websockets are refused before the upgrade, by the authentication hook.)
           refuseExpiredStream(req.caller);
-          serve(handler, req, httpRequests(req, opts.bodyLimit), httpSink(reply));
+          const release = app.streamCaps.acquire(req);
+          const sink = httpSink(reply);
+          sink.onClose(release);
+          serve(handler, req, httpRequests(req, opts.bodyLimit), sink);
         });
-        websocketRoute(streams, `${prefix}${path}`, (socket, req) => serve(handler, req, wsRequests(socket, opts.bodyLimit), wsSink(socket)));
+        websocketRoute(streams, `${prefix}${path}`, (socket, req) => {
+          if (app.streamCaps.acquireSocket(socket, req)) serve(handler, req, wsRequests(socket, opts.bodyLimit), wsSink(socket));
+        });
       }
     };
     stream('lease/keepalive', "Lease keep-alive stream (etcd's /v3 JSON protocol)", (req, requests, sink) => keepAliveStream(req, requests, sink, guardOf(req)?.owners));
@@ -587,8 +608,9 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
 }
 
 /** A websocket waiting for its one answer (a lock, a campaign): gone when it closes first. */
-function socketClient(socket: WebSocket): WaitClient {
+function socketClient(socket: WebSocket, request: FastifyRequest): WaitClient {
   return {
+    request,
     onGone(fn) {
       socket.once('close', fn);
       return () => socket.off('close', fn);
@@ -919,6 +941,13 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, requests: Reques
       send({
         result: { header: headers.at(await currentRevision()), watch_id: '-1', created: true, canceled: true, cancel_reason: 'mvcc: duplicate watch ID provided on the WatchStream' },
       });
+      return;
+    }
+    // As on /v1's websocket, a stream holds a bounded number of watches;
+    // over it a watch is refused the way etcd refuses one.
+    if (watches.size >= opts.maxWatches) {
+      const reason = `too many watches on this stream: at most ${opts.maxWatches} (WATCH_MAX_SUBSCRIPTIONS)`;
+      send({ result: { header: headers.at(await currentRevision()), watch_id: '-1', created: true, canceled: true, cancel_reason: reason } });
       return;
     }
     let at: string;

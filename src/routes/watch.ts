@@ -59,6 +59,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
       throw new Problem(426, 'upgrade_required', 'GET /v1/watch is a websocket: connect with a websocket client', { headers: { upgrade: 'websocket' } });
     },
     wsHandler: (socket, req) => {
+      if (!app.streamCaps.acquireSocket(socket, req)) return;
       type SubState = { resume: number | undefined; close: (() => void) | undefined; range?: { key: Buffer; rangeEnd: Buffer } };
       const subs = new Map<string, SubState>();
       const resume = () => {

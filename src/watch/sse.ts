@@ -52,6 +52,7 @@ export class SseStream {
     private readonly opts: SseOptions,
   ) {
     refuseExpiredStream(req.caller);
+    const release = req.server.streamCaps.acquire(req);
     this.life = registerStream(opts.clients, req.caller, {
       // EventSource reconnects to another replica (or this one restarted) and resumes.
       shutdown: () => {
@@ -67,6 +68,7 @@ export class SseStream {
     const heartbeat = setInterval(() => this.write(': heartbeat\n\n'), opts.heartbeatMs);
     heartbeat.unref();
     this.life.own(() => clearInterval(heartbeat));
+    this.life.own(release);
     // The response's close (the request's fires as soon as it has been read),
     // listened to from the start: a client may leave while the watch opens.
     reply.raw.once('close', () => this.end());
