@@ -58,7 +58,7 @@ export class StreamCaps {
     return true;
   }
 
-  /** Places held by a user now (for tests and metrics). */
+  /** Places a user holds now (what the tests watch). */
   count(user: string): number {
     return this.held.get(user) ?? 0;
   }
