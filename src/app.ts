@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from './config.js';
 import { loggerOptions, type LoggingOptions } from './logging.js';
+import { adminScope } from './auth/admin.js';
 import { EtcdTokenMinter, passwordScope } from './auth/etcd-tokens.js';
 import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
 import authPlugin, { WS_ETCD_BEARER, WS_PROTOCOL } from './plugins/auth.js';
@@ -26,11 +27,11 @@ import healthRoutes from './routes/health.js';
 import adminRoutes from './routes/admin.js';
 import { MIN_EXCHANGE_MS, ticketRoutes, tokenRoutes } from './routes/auth.js';
 import kvRoutes from './routes/kv.js';
-import leaseRoutes from './routes/leases.js';
+import leaseRoutes, { leaseListRoutes } from './routes/leases.js';
 import lockRoutes from './routes/locks.js';
 import maintenanceRoutes from './routes/maintenance.js';
 import txnRoutes from './routes/txn.js';
-import v3Routes, { v3PublicRoutes } from './routes/v3.js';
+import v3Routes, { v3AdminRoutes, v3PublicRoutes } from './routes/v3.js';
 import uiRoutes from './routes/ui.js';
 import watchRoutes from './routes/watch.js';
 import { ClusterHealthSchema, ClusterStatusSchema, EndpointStatusSchema, MemberAddedSchema, MemberListSchema, MemberSchema } from './schemas/cluster.js';
@@ -248,7 +249,6 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     await api.register(txnRoutes, { listMaxKeys: config.LIST_MAX_KEYS });
     await api.register(leaseRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
     await api.register(ticketRoutes);
-    await api.register(adminRoutes);
     await api.register(lockRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
     await api.register(electionRoutes, {
       timeoutMs: config.REQUEST_TIMEOUT_MS,
@@ -256,23 +256,33 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES,
       listMaxKeys: config.LIST_MAX_KEYS,
     });
-    // Per-member probes get a short deadline so one dead member cannot stall a
-    // report; defragmentation and physical compaction a long one.
-    const probeTimeoutMs = Math.min(config.REQUEST_TIMEOUT_MS, 2000);
-    await api.register(clusterRoutes, { probeTimeoutMs });
-    await api.register(maintenanceRoutes, {
-      timeoutMs: config.REQUEST_TIMEOUT_MS,
-      probeTimeoutMs,
-      longTimeoutMs: Math.max(config.REQUEST_TIMEOUT_MS, 120_000),
-    });
-    await api.register(v3Routes, {
+    const v3Options = {
       bodyLimit: config.BODY_LIMIT,
       maxBufferedBytes: config.WATCH_MAX_BUFFERED_BYTES,
       timeoutMs: config.REQUEST_TIMEOUT_MS,
       listMaxKeys: config.LIST_MAX_KEYS,
       maxWatches: config.WATCH_MAX_SUBSCRIPTIONS,
       corsOrigins,
+    };
+    // Admin scope, inside the protected one so that its hook runs after
+    // authentication: every admin route of /v1 and /v3 is registered here
+    // and nowhere else, and only holders of etcd's root role get through.
+    await api.register(async (admin) => {
+      adminScope(admin);
+      await admin.register(adminRoutes);
+      await admin.register(leaseListRoutes);
+      // Per-member probes get a short deadline so one dead member cannot stall a
+      // report; defragmentation and physical compaction a long one.
+      const probeTimeoutMs = Math.min(config.REQUEST_TIMEOUT_MS, 2000);
+      await admin.register(clusterRoutes, { probeTimeoutMs });
+      await admin.register(maintenanceRoutes, {
+        timeoutMs: config.REQUEST_TIMEOUT_MS,
+        probeTimeoutMs,
+        longTimeoutMs: Math.max(config.REQUEST_TIMEOUT_MS, 120_000),
+      });
+      await admin.register(v3AdminRoutes, v3Options);
     });
+    await api.register(v3Routes, v3Options);
   });
   if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
   return app;

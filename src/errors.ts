@@ -93,6 +93,10 @@ export const rateLimited = (detail: string, retryAfterSeconds: number) =>
 export const tooManyStreams = (max: number) =>
   new Problem(429, 'too_many_streams', `at most ${max} open streams, long-polls and waits per user (STREAMS_PER_SUBJECT)`, { headers: { 'retry-after': '1' } });
 
+/** A route of the admin scope (src/auth/admin.ts) called by a user without etcd's root role. */
+export const adminRequired = (username: string) =>
+  new Problem(403, 'admin_required', `this route needs etcd's root role, which the user ${username} does not hold`);
+
 // ---------------------------------------------------------------------------
 // etcd / gRPC errors
 

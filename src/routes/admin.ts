@@ -1,6 +1,6 @@
 // Users, roles and permissions over HTTP, mirroring `etcdctl user`, `etcdctl
-// role` and `etcdctl auth`. Every call runs as the caller: etcd allows them to
-// root only, so there is nothing to check here.
+// role` and `etcdctl auth`. Every call runs as the caller, in the admin scope
+// (src/auth/admin.ts): nothing to check here.
 import { isUtf8 } from 'node:buffer';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { IPermission } from 'etcd3';

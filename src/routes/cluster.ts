@@ -1,7 +1,7 @@
-// Cluster membership and per-member status, called as the caller (req.etcd).
-// Admin routes: with authentication on, etcd itself refuses member changes to
-// anyone but root; member list and status it grants to every user, so "root
-// only" for those two reads is for the auth scope to enforce.
+// Cluster membership and per-member status and health, called as the caller
+// (req.etcd). Registered in the admin scope (src/auth/admin.ts), which lets
+// only etcd's root role through: etcd 3.4 refuses member changes to others
+// itself, but gives every user the member list, the status and the alarms.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { AlarmAction, AlarmType, type IAlarmResponse, type IMember, type IRangeResponse, type IStatusResponse } from 'etcd3';
 import { Type } from 'typebox';

@@ -72,7 +72,6 @@ const UNARY: UnaryRoute[] = [
       return e.kv.txn(r(q));
     },
   },
-  { paths: ['kv/compaction'], request: 'CompactionRequest', response: 'CompactionResponse', call: (e, q) => e.kv.compact(r(q)) },
 
   // Lease ownership as in /v1 (src/auth/lease-owners.ts): the grant records
   // the caller; another subject's revoke, and its time to live with keys, are refused.
@@ -109,6 +108,11 @@ const UNARY: UnaryRoute[] = [
       return res;
     },
   },
+];
+
+// Root only: registered by v3AdminRoutes in the admin scope (src/auth/admin.ts).
+const ADMIN_UNARY: UnaryRoute[] = [
+  { paths: ['kv/compaction'], request: 'CompactionRequest', response: 'CompactionResponse', call: (e, q) => e.kv.compact(r(q)) },
   { paths: ['lease/leases', 'kv/lease/leases'], request: 'LeaseLeasesRequest', response: 'LeaseLeasesResponse', call: (e) => e.lease.leaseLeases() },
 
   { paths: ['cluster/member/add'], request: 'MemberAddRequest', response: 'MemberAddResponse', call: (e, q) => e.cluster.memberAdd(r(q)) },
@@ -244,6 +248,12 @@ export interface V3ErrorBody {
   headers: Record<string, string>;
 }
 
+// The gateway's refusals that stand in for etcd's own are said in etcd's
+// words, which this protocol's clients recognise.
+const ETCD_WORDS: Record<string, string> = {
+  admin_required: 'etcdserver: permission denied',
+};
+
 /** Any failure → etcd's status, gRPC code and message. */
 export function v3ErrorOf(err: unknown): V3ErrorBody {
   if (err instanceof V3Error) return { status: err.httpStatus ?? HTTP_FROM_GRPC[err.grpcCode] ?? 500, code: err.grpcCode, message: err.message, headers: {} };
@@ -257,7 +267,12 @@ export function v3ErrorOf(err: unknown): V3ErrorBody {
     const message = status < 500 || text.startsWith('etcdserver:') ? text : (SERVER_FAILURES[status] ?? problem.message);
     return { status, code: err.code, message, headers: problem.headers };
   }
-  return { status: problem.status, code: GRPC_FROM_HTTP[problem.status] ?? GrpcStatus.UNKNOWN, message: problem.message, headers: problem.headers };
+  return {
+    status: problem.status,
+    code: GRPC_FROM_HTTP[problem.status] ?? GrpcStatus.UNKNOWN,
+    message: ETCD_WORDS[problem.code] ?? problem.message,
+    headers: problem.headers,
+  };
 }
 
 /** grpc-gateway v1's mid-stream error chunk (etcd 3.4). */
@@ -401,33 +416,61 @@ function unaryOverWebsocket(socket: WebSocket, maxBytes: number, call: (line: st
   });
 }
 
-export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptions): Promise<void> {
+/** What every protected /v3 scope shares: etcd's error body, and browsers held to the allowed origins. */
+function v3Protocol(app: FastifyInstance, opts: V3RoutesOptions): void {
   useV3Errors(app);
   // Any Content-Type is accepted, so a browser page could POST here without
   // CORS asking first: only the gateway's own and the listed origins may.
   app.addHook('onRequest', async (req) => checkOrigin(req, opts.corsOrigins, 'a /v3 call'));
+}
 
-  // Unary calls: the body is the request message, whatever Content-Type
-  // the client sent (some send none, some form-encoded).
-  await app.register(async (unary) => {
-    unary.removeAllContentTypeParsers();
-    unary.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, (_req, body, done) => done(null, body));
-    for (const route of UNARY) {
-      for (const prefix of PREFIXES) {
-        for (const path of route.paths) {
-          unary.post(`${prefix}${path}`, { schema: schema(`etcd ${path} (etcd's /v3 JSON protocol)`, prefix) }, async (req, reply) => {
-            const request = capRange(route, parseBody(route.request, req.body as Buffer | undefined), opts.listMaxKeys);
-            const res = (await route.call(req.etcd, request, req)) as Record<string, unknown>;
-            return reply.type('application/json').send(encodeMessage(route.response, res));
-          });
-          websocketRoute(unary, `${prefix}${path}`, (socket, req) =>
-            unaryOverWebsocket(socket, opts.bodyLimit, async (line) =>
-              encodeMessage(route.response, (await route.call(req.etcd, capRange(route, decodeMessage(route.request, parseJson(line)), opts.listMaxKeys), req)) as Record<string, unknown>),
-            ),
-          );
-        }
+/** Unary calls: the body is the request message, whatever Content-Type the client sent (some send none, some form-encoded). */
+function acceptAnyBody(unary: FastifyInstance, bodyLimit: number): void {
+  unary.removeAllContentTypeParsers();
+  unary.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
+}
+
+/** Each call of the table under both prefixes, as a POST and as a websocket. */
+function unaryRoutes(unary: FastifyInstance, routes: UnaryRoute[], bodyLimit: number, listMaxKeys: number): void {
+  for (const route of routes) {
+    for (const prefix of PREFIXES) {
+      for (const path of route.paths) {
+        unary.post(`${prefix}${path}`, { schema: schema(`etcd ${path} (etcd's /v3 JSON protocol)`, prefix) }, async (req, reply) => {
+          const request = capRange(route, parseBody(route.request, req.body as Buffer | undefined), listMaxKeys);
+          const res = (await route.call(req.etcd, request, req)) as Record<string, unknown>;
+          return reply.type('application/json').send(encodeMessage(route.response, res));
+        });
+        websocketRoute(unary, `${prefix}${path}`, (socket, req) =>
+          unaryOverWebsocket(socket, bodyLimit, async (line) =>
+            encodeMessage(route.response, (await route.call(req.etcd, capRange(route, decodeMessage(route.request, parseJson(line)), listMaxKeys), req)) as Record<string, unknown>),
+          ),
+        );
       }
     }
+  }
+}
+
+/**
+ * The admin calls (members, maintenance, compaction, the lease list, users,
+ * roles and auth) and the snapshot stream, for the admin scope
+ * (src/auth/admin.ts), whose refusal is answered here in etcd's words.
+ */
+export async function v3AdminRoutes(app: FastifyInstance, opts: V3RoutesOptions): Promise<void> {
+  v3Protocol(app, opts);
+  await app.register(async (unary) => {
+    acceptAnyBody(unary, opts.bodyLimit);
+    unaryRoutes(unary, ADMIN_UNARY, opts.bodyLimit, opts.listMaxKeys);
+  });
+  await v3Streams(app, opts, (stream) => {
+    stream('maintenance/snapshot', "Snapshot stream (etcd's /v3 JSON protocol)", (req, requests, sink) => snapshotStream(req, requests, sink, opts));
+  });
+}
+
+export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptions): Promise<void> {
+  v3Protocol(app, opts);
+  await app.register(async (unary) => {
+    acceptAnyBody(unary, opts.bodyLimit);
+    unaryRoutes(unary, UNARY, opts.bodyLimit, opts.listMaxKeys);
 
     // etcd's v3lock and v3election services, on the same keys
     // (`<name>/<lease %x>`) and lines as etcdctl lock / elect and the
@@ -557,6 +600,18 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
     }
   });
 
+  await v3Streams(app, opts, (stream) => {
+    stream('lease/keepalive', "Lease keep-alive stream (etcd's /v3 JSON protocol)", (req, requests, sink) => keepAliveStream(req, requests, sink, guardOf(req)?.owners));
+    stream('watch', "Watch stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) => watchStream(app, req, requests, sink, opts));
+    stream('election/observe', "Election observe stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) =>
+      observeStream(app, req, requests, sink, opts),
+    );
+  });
+}
+
+type DefineStream = (path: string, summary: string, handler: StreamHandler) => void;
+
+async function v3Streams(app: FastifyInstance, opts: V3RoutesOptions, define: (stream: DefineStream) => void): Promise<void> {
   // Streams: the body is read as it arrives, so the content type parser
   // hands over the untouched request stream. Each stream is written once
   // against a request source and a chunk sink, and served both as a chunked
@@ -598,12 +653,7 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
         });
       }
     };
-    stream('lease/keepalive', "Lease keep-alive stream (etcd's /v3 JSON protocol)", (req, requests, sink) => keepAliveStream(req, requests, sink, guardOf(req)?.owners));
-    stream('watch', "Watch stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) => watchStream(app, req, requests, sink, opts));
-    stream('maintenance/snapshot', "Snapshot stream (etcd's /v3 JSON protocol)", (req, requests, sink) => snapshotStream(req, requests, sink, opts));
-    stream('election/observe', "Election observe stream on the shared watch hub (etcd's /v3 JSON protocol)", (req, requests, sink) =>
-      observeStream(app, req, requests, sink, opts),
-    );
+    define(stream);
   });
 }
 
