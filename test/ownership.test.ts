@@ -6,6 +6,7 @@
 // refusal is checked in etcd afterwards with etcdctl as root.
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import t from 'tap';
+import { WebSocket } from 'ws';
 import { buildTestApp, listen } from './helpers/app.js';
 import { startCluster } from './helpers/cluster.js';
 import { GATEWAY_USER, gatewayAuthConfig } from './helpers/etcd-auth.js';
@@ -210,6 +211,27 @@ t.test('/v3 keep-alive stream: each request is checked; the owner renews, anothe
   t.equal(own[0]?.result?.ID, id, JSON.stringify(own));
   t.equal(own[0]?.result?.TTL, '30', 'the owner renews');
   t.ok((await leaseInEtcd(hex)).ttl > before, 'renewed in etcd');
+});
+
+/** The first message a /v3/lease/keepalive websocket answers to one request, opened with the token as etcd's proxy takes it. */
+function keepAliveOverWebsocket(user: string, id: string): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(`${base.replace('http', 'ws')}/v3/lease/keepalive`, ['Bearer', tokens.get(user)!]);
+    socket.once('open', () => socket.send(JSON.stringify({ ID: id })));
+    socket.once('message', (data) => {
+      resolve(JSON.parse(data.toString()));
+      socket.close();
+    });
+    socket.once('error', reject);
+  });
+}
+
+t.test('/v3 keep-alive over a websocket: the same check', async (t) => {
+  const id = (await v3('victim', '/v3/lease/grant', { TTL: 30 })).body.ID as string;
+  const theirs = await keepAliveOverWebsocket('mallory', id);
+  t.equal(theirs.error?.grpc_code, GrpcStatus.PERMISSION_DENIED, JSON.stringify(theirs));
+  const own = await keepAliveOverWebsocket('victim', id);
+  t.equal(own.result?.TTL, '30', JSON.stringify(own));
 });
 
 t.test('the owner does all of it: attach, txn with prev_kv, list keys, keep alive, lock, campaign, revoke', async (t) => {

@@ -107,6 +107,8 @@ async function proclaimAt(etcd: EtcdScope, key: Buffer, revision: number, value:
         ? [{ key: prefix, range_end: prefixEnd(prefix), target: CompareTarget.Create, result: CompareResult.Greater, create_revision: revision - 1 }]
         : []),
     ],
+    // etcd skips the read check of a prev_kv inside a txn (src/auth/txn-guard.ts);
+    // the compare on the same key above is checked for read, which covers it.
     success: [{ request_put: { key, value, ignore_lease: true, prev_kv: true } }],
     failure: [{ request_range: { key } }],
   });
