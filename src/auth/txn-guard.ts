@@ -23,7 +23,6 @@ import type { IPutRequest, IPutResponse, IRequestOp, ITxnRequest } from 'etcd3';
 import type { FastifyRequest } from 'fastify';
 import type { EtcdScope } from '../etcd/connection.js';
 import { Problem, toProblem } from '../errors.js';
-import { checkReadable } from '../watch/session.js';
 import { leaseOwnerGuard, type LeaseOwnerGuard } from './lease-owners.js';
 
 export interface TxnGuard {
@@ -76,8 +75,10 @@ export function txnGuard(service: EtcdScope, req: FastifyRequest): TxnGuard | un
   };
   const readable = async (key: Buffer, operation: string) => {
     try {
-      // As the caller: etcd itself answers whether this caller may read the key.
-      await checkReadable(req.etcd.kv, { key, rangeEnd: Buffer.alloc(0) });
+      // As the caller: etcd itself answers whether this caller may read the
+      // key. Linearizable, unlike the watch checks' serializable read: a
+      // lagging member could still hold a permission revoked a moment ago.
+      await req.etcd.kv.range({ key, count_only: true, limit: 1 });
     } catch (err) {
       const problem = toProblem(err);
       if (problem.status !== 403) throw err;
