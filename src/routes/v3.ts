@@ -719,6 +719,7 @@ function keepAliveStream(req: FastifyRequest, requests: RequestSource, sink: Chu
     upstream?.cancel();
   };
   sink.onClose(() => finish());
+  // With owners to check, each request (and the end) waits for the checks of those before it: etcd sees them in order.
   let checked = Promise.resolve();
   const inOrder = (check: (() => Promise<unknown>) | undefined, then: () => void) => {
     if (!owners) return then();
