@@ -197,8 +197,12 @@ t.test('a token past its exp (inside the 30 s leeway) opens no stream on any tra
   const refusals: [string, () => Promise<{ status: number; code?: unknown }>][] = [
     ['SSE watch', async () => answerOf(await fetch(`${base}/v1/watch//app/stale-sse?prefix`, { headers: bearer(stale) }))],
     ['SSE election observe', async () => answerOf(await fetch(`${base}/v1/elections/${encodeURIComponent('/app/stale-election')}/observe`, { headers: bearer(stale) }))],
-    ['SSE with a ticket the stale token got', async () => {
-      const ticket = (await app.inject({ method: 'POST', url: '/v1/auth/ticket', headers: bearer(stale) })).json().ticket;
+    ['an SSE ticket (good for opening a stream only)', async () => answerOf(await fetch(`${base}/v1/auth/ticket`, { method: 'POST', headers: bearer(stale) }))],
+    ['SSE with a ticket got in time, used once its token is past exp', async () => {
+      const exp = now() + 1;
+      const ticket = (await app.inject({ method: 'POST', url: '/v1/auth/ticket', headers: bearer(hs256(claimsFor('alice', { exp }))) })).json().ticket;
+      // (A clock, not an event: the token's exp passing.)
+      await new Promise((r) => setTimeout(r, exp * 1000 + 50 - Date.now()));
       return answerOf(await fetch(`${base}/v1/watch//app/stale-ticket?ticket=${ticket}`));
     }],
     ['websocket /v1/watch (Authorization)', () => upgrade(`${ws}/v1/watch`, { headers: bearer(stale) })],
@@ -224,13 +228,24 @@ t.test('streams that end when their token expires release everything they held',
   await socket.next((m) => m.type === 'created');
   const v3 = await fetch(`${base}/v3/watch`, { method: 'POST', headers: bearer(short), body: JSON.stringify({ create_request: { key: b64s('/app/expiring-v3') } }) });
   t.equal(v3.status, 200);
-  const v3Body = v3.text();
+  // The stream's lines as they arrive: its watch counts once etcd created it.
+  let v3Text = '';
+  const v3Reader = v3.body!.pipeThrough(new TextDecoderStream()).getReader();
+  const v3Until = async (pattern: RegExp) => {
+    while (!pattern.test(v3Text)) {
+      const { value, done } = await v3Reader.read();
+      if (done) break;
+      v3Text += value;
+    }
+    return v3Text;
+  };
+  t.match(await v3Until(/"created":true/), /"created":true/, 'the /v3 watch is created');
   const during = await holdings();
   t.ok(during.etcd_watchers >= baseline.etcd_watchers + 3, `etcd watches for the three streams (${baseline.etcd_watchers} -> ${during.etcd_watchers})`);
 
   t.equal(JSON.parse((await sse.next((e) => e.event === 'error', 'the SSE stream to end', 10_000)).data).code, 'token_expired');
   t.equal((await socket.closed).code, 4001, 'the websocket closes with 4001');
-  t.match(await v3Body, /token expired/, 'the /v3 stream ends with an error');
+  t.match(await v3Until(/token expired/), /token expired/, 'the /v3 stream ends with an error');
   await backTo(t, baseline, 'everything released');
 });
 

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Type } from 'typebox';
+import { refuseExpiredStream } from '../auth/expiry.js';
 import { Problem, toProblem } from '../errors.js';
 import { errorResponses } from '../schemas/common.js';
 import { TokenRequestSchema } from '../schemas/auth.js';
@@ -65,6 +66,8 @@ export const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => {
       if (!req.caller || !app.issueTicket) throw new Problem(404, 'auth_not_configured', 'tickets exist only with authentication on and a signing key');
+      // A ticket is good for opening a stream only: the same rule as opening one.
+      refuseExpiredStream(req.caller);
       const { ticket, expiresIn } = app.issueTicket(req.caller);
       return { ticket, expires_in: expiresIn };
     },
