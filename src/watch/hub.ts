@@ -202,6 +202,8 @@ export class WatchHub {
   /** When the watchdog last asked the current stream for progress. */
   private probeSentAt: number | undefined;
   private readonly watchdogTimer: NodeJS.Timeout;
+  /** The member whose stream broke for want of answers or of a leader: the next stream opens elsewhere. */
+  private avoidNext: string | undefined;
 
   constructor(
     private readonly etcd: EtcdScope,
@@ -319,10 +321,15 @@ export class WatchHub {
   private connect(): void {
     if (this.stream || this.connecting || this.closed || this.reconnectTimer) return;
     this.connecting = true;
+    // Marked again right before the stream opens (the member is chosen then):
+    // a member without a leader is alive and answers the connection's probe
+    // at once, yet refuses require-leader streams.
+    if (this.avoidNext) this.etcd.connection.markSuspect(this.avoidNext, 'its watch stream broke');
     this.etcd.watch
       .watch()
       .then((stream) => {
         this.connecting = false;
+        this.avoidNext = undefined;
         if (this.closed) {
           stream.end();
           return;
@@ -398,6 +405,7 @@ export class WatchHub {
 
   /** Tells the connection layer the member is unhealthy, so the next stream (and other calls) go elsewhere. */
   private avoid(member: string, reason: string): void {
+    this.avoidNext = member;
     this.etcd.connection.markSuspect(member, reason);
   }
 
