@@ -55,29 +55,37 @@ export interface Write extends Answer {
 }
 
 /**
- * `clients` concurrent writers, each putting new keys under `prefix` (one key
- * per write, so a write applied twice shows as version 2) at most
- * `perClientPerSecond` times a second, until stop() is called.
+ * `clients` writers, each putting a new key under `prefix` (one key per write,
+ * so a write applied twice shows as version 2) every 1/`perClientPerSecond`
+ * s without waiting for the previous answer (up to MAX_IN_FLIGHT each), as
+ * independent callers do: a write stuck on a hung member does not hold back
+ * the next ones. Runs until stop().
  */
 export function writeLoad(ctx: DrillContext, clock: Clock, prefix: string, clients = 6, perClientPerSecond = 20) {
+  const MAX_IN_FLIGHT = 100;
   const writes: Write[] = [];
-  let stopped = false;
-  const gap = 1000 / perClientPerSecond;
-  const loops = Array.from({ length: clients }, async (_, c) => {
-    for (let seq = 0; !stopped; seq++) {
-      const key = `${prefix}c${c}/${String(seq).padStart(6, '0')}`;
-      const value = `${c}-${seq}-${Date.now()}`;
-      const started = performance.now();
-      const a = await call(ctx, clock, 'PUT', `/v1/kv/${key}`, value);
-      writes.push({ ...a, key, value });
-      await sleep(Math.max(0, gap - (performance.now() - started)));
-    }
-  });
+  const pending = new Set<Promise<void>>();
+  const inFlight = new Array<number>(clients).fill(0);
+  const seq = new Array<number>(clients).fill(0);
+  const timers = Array.from({ length: clients }, (_, c) =>
+    setInterval(() => {
+      if (inFlight[c]! >= MAX_IN_FLIGHT) return;
+      const key = `${prefix}c${c}/${String(seq[c]!++).padStart(6, '0')}`;
+      const value = `${c}-${seq[c]}-${Date.now()}`;
+      inFlight[c]!++;
+      const p = call(ctx, clock, 'PUT', `/v1/kv/${key}`, value).then((a) => {
+        writes.push({ ...a, key, value });
+        inFlight[c]!--;
+        pending.delete(p);
+      });
+      pending.add(p);
+    }, 1000 / perClientPerSecond),
+  );
   return {
     writes,
     async stop(): Promise<Write[]> {
-      stopped = true;
-      await Promise.all(loops);
+      for (const t of timers) clearInterval(t);
+      await Promise.all([...pending]);
       return writes;
     },
   };

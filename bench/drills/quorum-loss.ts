@@ -43,12 +43,17 @@ async function quorumLoss(ctx: DrillContext, how: 'killed' | 'frozen'): Promise<
   const serializable: Answer[] = [];
   const writes: Answer[] = [];
   const linearizable: Answer[] = [];
-  let running = true;
-  const loop = async (out: Answer[], method: string, path: string, body?: string) => {
-    for (let i = 0; running; i++) {
-      out.push(await call(ctx, clock, method, path, body === undefined ? undefined : `${body}${i}`));
-      await sleep(200);
-    }
+  // Every 250 ms, not waiting for the previous answer: independent callers.
+  const loop = (out: Answer[], method: string, path: string, body?: string) => {
+    const pending: Promise<unknown>[] = [];
+    let i = 0;
+    const timer = setInterval(() => {
+      pending.push(call(ctx, clock, method, path, body === undefined ? undefined : `${body}${i++}`).then((a) => out.push(a)));
+    }, 250);
+    return () => {
+      clearInterval(timer);
+      return Promise.all(pending);
+    };
   };
   const loops = [
     loop(serializable, 'GET', `/v1/kv/${key}?serializable`),
@@ -58,8 +63,7 @@ async function quorumLoss(ctx: DrillContext, how: 'killed' | 'frozen'): Promise<
   await until('the live member to know it has no leader', async () => !(await hasLeader(liveEndpoint)), 30_000);
   knewAt = clock.now();
   await sleep(OBSERVE_AFTER_MS);
-  running = false;
-  await Promise.all(loops);
+  await Promise.all(loops.map((stop) => stop()));
 
   const took = (a: Answer) => a.endedAt - a.sentAt;
   ctx.log(`members 0 and 1 ${how} at ${lostAt} ms; the live member knew it had no leader at ${knewAt} ms (+${knewAt - lostAt} ms)`);

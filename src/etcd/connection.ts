@@ -115,15 +115,31 @@ function isUnanswered(err: GrpcLikeError): boolean {
   return err.code === GrpcStatus.UNAVAILABLE && !(err.details ?? err.message).includes('etcdserver:');
 }
 
+const NOT_CONNECTED = 'No connection established in time';
+
+/** The member's connection did not come up within CONNECT_TIMEOUT_MS: the call was never sent. */
+function notConnectedError(): GrpcLikeError {
+  return Object.assign(new Error(`14 UNAVAILABLE: ${NOT_CONNECTED}`), { code: GrpcStatus.UNAVAILABLE, details: NOT_CONNECTED, metadata: new Metadata() });
+}
+
+function isNotConnected(err: GrpcLikeError): boolean {
+  return err.details === NOT_CONNECTED;
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-// A healthy member answers in milliseconds, and a proposal on a follower waits
-// at most about one election timeout (1 s by default) before etcd refuses it
-// for lack of a leader. A member with calls unanswered for longer is suspect:
-// new calls go elsewhere, a probe tells whether it is merely slow.
-const STALL_MS = 1000;
+// A healthy member answers in milliseconds, even under load (answers to some
+// call keep coming). A member that answered nothing for this long while calls
+// to it were outstanding is suspect: new calls go elsewhere, and a probe tells
+// within milliseconds whether it was merely slow, so a false alarm costs
+// little. Shorter than etcd's election timeout (1 s by default): when members
+// freeze and quorum is lost, the gateway has stopped sending to the frozen
+// ones by the time the live one knows it has no leader.
+const STALL_MS = 500;
+// Connecting to a live member on a LAN takes milliseconds, even with TLS.
+const CONNECT_TIMEOUT_MS = 1000;
 // Probes are a cheap Maintenance.status; a live member answers well within this.
 const PROBE_TIMEOUT_MS = 1000;
 const PROBE_INTERVAL_MS = 1000;
@@ -131,10 +147,12 @@ const PROBE_INTERVAL_MS = 1000;
 // ordinary read on loopback or a LAN, short enough that a read behind a frozen
 // member still answers within about a second.
 const HEDGE_MS = 500;
-// During an ordinary election members say "no leader" for a few hundred
-// milliseconds and calls are worth retrying; past this, quorum is lost and
-// waiting for the deadline only delays the honest answer.
-const NO_LEADER_GRACE_MS = 1500;
+// During an ordinary election members say "no leader" from the moment they
+// campaign until they learn the winner, usually a few hundred milliseconds,
+// and calls are worth retrying; past this, quorum is most likely lost (or a
+// split vote is taking another election timeout) and waiting for the
+// deadline only delays the honest answer, which the caller may retry.
+const NO_LEADER_GRACE_MS = 1000;
 
 interface MemberHealth {
   /** Calls sent to the member that have not settled. */
@@ -236,11 +254,30 @@ export class EtcdConnection {
 
   private markSuspectAt(i: number, reason: string): void {
     const h = this.health[i]!;
-    h.suspect ??= reason;
+    if (h.suspect === undefined) {
+      h.suspect = reason;
+      // A hung member is often not alone (a partition, a host with two
+      // members): check the others now, before requests find them.
+      for (let j = 0; j < this.health.length; j++) if (j !== i) this.checkOnce(j);
+    }
     if (!h.probing && !this.closed) {
       h.probing = true;
       void this.probe(i).finally(() => (h.probing = false));
     }
+  }
+
+  /** One probe of a member not (yet) suspect; start() marks it suspect if the probe hits its deadline. */
+  private checkOnce(j: number): void {
+    const h = this.health[j]!;
+    if (h.suspect !== undefined || h.probing || this.closed) return;
+    h.probing = true;
+    this.start(j, 'Maintenance', 'status', {}, this.memberMetadata(), { deadline: Date.now() + PROBE_TIMEOUT_MS })
+      .promise.catch(() => undefined)
+      .finally(() => {
+        h.probing = false;
+        // Found hung: keep probing it until it answers.
+        if (h.suspect !== undefined) this.markSuspectAt(j, h.suspect);
+      });
   }
 
   /** Probes a suspect member until it answers anything at all, or the connection closes. */
@@ -289,32 +326,64 @@ export class EtcdConnection {
 
   /** Sends one unary call to member i, keeping the member's health record. */
   private start<T>(i: number, service: ServiceName, method: string, params: unknown, md: Metadata, options: CallOptions): Attempt<T> {
-    const client = this.hosts[i]!.getServiceClient(service) as unknown as Record<
-      string,
-      (p: unknown, m: Metadata, o: CallOptions, cb: (err: GrpcLikeError | null, res: T) => void) => { cancel(): void }
-    >;
+    const client = this.hosts[i]!.getServiceClient(service) as unknown as Client &
+      Record<string, (p: unknown, m: Metadata, o: CallOptions, cb: (err: GrpcLikeError | null, res: T) => void) => { cancel(): void }>;
     const h = this.health[i]!;
     h.pending++;
     h.unansweredSince ??= Date.now();
-    let call!: { cancel(): void };
+    let call: { cancel(): void } | undefined;
+    let settle!: (err: GrpcLikeError | null, res?: T) => void;
     const promise = new Promise<T>((resolve, reject) => {
-      call = client[method]!(params, md, options, (err, res) => {
+      let settled = false;
+      settle = (err, res) => {
+        if (settled) return;
+        settled = true;
         h.pending--;
         if (!err || !isUnanswered(err)) {
-          // The member answered: it is alive, whatever it said.
-          h.unansweredSince = h.pending > 0 ? Date.now() : undefined;
+          // The member answered: it is alive, whatever it said. Calls still
+          // pending on it (a proposal waiting for a leader) do not count
+          // against it any more; calls sent from now on do.
+          h.unansweredSince = undefined;
           h.suspect = undefined;
         } else if (err.code === GrpcStatus.DEADLINE_EXCEEDED) {
           this.markSuspectAt(i, 'a call hit its deadline');
+        } else if (isNotConnected(err)) {
+          this.markSuspectAt(i, `no connection within ${CONNECT_TIMEOUT_MS} ms`);
         } else if (h.pending === 0 && err.code === GrpcStatus.UNAVAILABLE) {
-          // The connection broke or never came up: channel state says so now.
+          // The connection broke or was refused: channel state says so now.
           h.unansweredSince = undefined;
         }
         if (err) reject(err);
-        else resolve(res);
-      });
+        else resolve(res as T);
+      };
     });
-    return { promise, cancel: () => call.cancel() };
+    const send = () => {
+      call = client[method]!(params, md, options, settle);
+    };
+    // grpc-js queues a call on a connecting channel until the connection is
+    // up, and a frozen member accepts TCP connections (the kernel does) but
+    // never completes the HTTP/2 handshake: the call would wait for its
+    // deadline. Wait for the connection ourselves, briefly; the request has
+    // not left the gateway, so even a write may then go to another member.
+    // A refused connection (TRANSIENT_FAILURE) fails the call at once anyway.
+    const channel = client.getChannel();
+    const deadline = options.deadline === undefined ? Infinity : new Date(options.deadline).getTime();
+    const connectBy = Math.min(deadline, Date.now() + CONNECT_TIMEOUT_MS);
+    const whenConnected = () => {
+      if (call) return;
+      const state = channel.getConnectivityState(true);
+      if (state === connectivityState.READY || state === connectivityState.TRANSIENT_FAILURE || state === connectivityState.SHUTDOWN) send();
+      else if (Date.now() >= connectBy - 5) settle(notConnectedError());
+      else channel.watchConnectivityState(state, connectBy, whenConnected);
+    };
+    whenConnected();
+    return {
+      promise,
+      cancel: () => {
+        if (call) call.cancel();
+        else settle(Object.assign(new Error('1 CANCELLED: cancelled before it was sent'), { code: GrpcStatus.CANCELLED, details: 'cancelled before it was sent', metadata: new Metadata() }));
+      },
+    };
   }
 
   /**
@@ -364,8 +433,13 @@ export class EtcdConnection {
             active.delete(attempt);
             if (done) return;
             errors.push(err);
-            if (tryNext(err)) launch();
-            else finish({ errors, fatal: err });
+            if (!tryNext(err)) finish({ errors, fatal: err });
+            // Every member has been asked and one has no leader: the reads
+            // still waiting have had HEDGE_MS and may be stuck on hung
+            // members. Cancel them and let exec() decide whether the
+            // leaderless state lasts, rather than wait for the deadline.
+            else if (hedge && next >= order.length && isNoLeader(err)) finish({ errors });
+            else launch();
           },
         );
       };
@@ -392,14 +466,18 @@ export class EtcdConnection {
     };
     let noLeaderSince: number | undefined;
     for (let round = 0; ; round++) {
-      let order = this.order(service);
+      const order = this.order(service);
       // Members that answer are tried first anyway; leave the suspect ones out
       // altogether while any other is left. A write sent to a hung member
       // would end unknown; a read would wait for its deadline after the live
       // members refused it (no leader) instead of saying so.
       const answering = order.filter((i) => this.health[i]!.suspect === undefined);
-      if (answering.length > 0) order = answering;
-      const r = await this.round(order, send, tryNext, kind === 'read');
+      const suspect = order.filter((i) => this.health[i]!.suspect !== undefined);
+      let r = await this.round(answering.length > 0 ? answering : suspect, send, tryNext, kind === 'read');
+      // The others could not even be reached: the suspect members are all that is left.
+      if (!('result' in r) && !r.fatal && answering.length > 0 && suspect.length > 0 && r.errors.every((e) => (e as unknown as Record<symbol, boolean>)[NOT_SENT])) {
+        r = await this.round(suspect, send, tryNext, kind === 'read');
+      }
       if ('result' in r) {
         if (!anyMember) this.leaderlessSince = undefined;
         return r.result;
@@ -410,15 +488,18 @@ export class EtcdConnection {
       // rather than spinning until the deadline.
       if (r.errors.every((e) => (e as unknown as Record<symbol, boolean>)[NOT_SENT])) throw lastError;
       const noLeader = r.errors.find(isNoLeader);
+      let graceLeft = Infinity;
       if (noLeader) {
         const now = Date.now();
         this.leaderlessSince ??= now;
         noLeaderSince ??= now;
-        if (now - Math.min(noLeaderSince, this.leaderlessSince) >= NO_LEADER_GRACE_MS) throw noLeader;
+        graceLeft = Math.min(noLeaderSince, this.leaderlessSince) + NO_LEADER_GRACE_MS - now;
+        if (graceLeft <= 0) throw noLeader;
       }
       // Members are up but none could serve (an election in progress): back
-      // off briefly and go round again until the deadline.
-      const wait = Math.min(50 * 2 ** round, 500, deadline - Date.now());
+      // off briefly and go round again until the deadline (the last round
+      // when the grace for "no leader" ends).
+      const wait = Math.min(50 * 2 ** round, 500, graceLeft, deadline - Date.now());
       if (wait <= 0) throw noLeader ?? lastError;
       await sleep(wait);
     }
