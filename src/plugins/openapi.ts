@@ -5,6 +5,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import fp from 'fastify-plugin';
 import { createRequire } from 'node:module';
+import { problemResponse } from '../schemas/common.js';
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string; description: string };
 
@@ -59,10 +60,34 @@ export const WEBSOCKET_PATHS: Record<string, unknown> = {
         400: { description: 'Not a valid websocket upgrade' },
         426: { description: 'Upgrade Required: a plain GET', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } },
         403: { description: 'Origin not allowed', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } },
+        421: { description: 'Host not in ALLOWED_HOSTS', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } },
       },
     },
   },
 };
+
+const HOST_NOT_ALLOWED = { ...problemResponse(421), description: 'Host not in ALLOWED_HOSTS (`host_not_allowed`)' };
+const ORIGIN_NOT_ALLOWED = { ...problemResponse(403), description: 'Not permitted; from a browser, an origin neither the gateway\'s own nor in CORS_ORIGINS (`origin_not_allowed`)' };
+
+/**
+ * The answers of src/plugins/browser-guard.ts, which runs before every route:
+ * 421 wherever Host is checked, 403 on unsafe methods. Listed on routes that
+ * describe their errors as problem+json (not /v3, whose errors are etcd's).
+ */
+export function withBrowserGuard(schema: JsonObject | undefined, method: string | string[], anyHost: boolean): JsonObject | undefined {
+  const response = schema?.response as Record<string, { content?: Record<string, unknown> }> | undefined;
+  if (!response || !Object.values(response).some((r) => r?.content?.['application/problem+json'])) return schema;
+  const methods = ([] as string[]).concat(method);
+  const unsafe = methods.some((m) => ['POST', 'PUT', 'PATCH', 'DELETE'].includes(m));
+  return {
+    ...schema,
+    response: {
+      ...response,
+      ...(unsafe && !response[403] ? { 403: ORIGIN_NOT_ALLOWED } : {}),
+      ...(anyHost ? {} : { 421: HOST_NOT_ALLOWED }),
+    },
+  };
+}
 
 const VALUE_BODY = {
   required: false,
@@ -116,9 +141,9 @@ export default fp(
         // Components keep the names of their $id instead of def-0, def-1, ...
         buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`),
       },
-      transform: ({ schema, url }) => {
+      transform: ({ schema, url, route }) => {
         const out = renameWildcard(url, schema as unknown as JsonObject);
-        return { url: out.url, schema: out.schema as never };
+        return { url: out.url, schema: withBrowserGuard(out.schema, route.method, route.config?.anyHost === true) as never };
       },
       transformObject: (documentObject) => {
         type Paths = Record<string, Record<string, { requestBody?: unknown }>>;
