@@ -69,10 +69,11 @@ t.test('per-subject rate limit: 429 for that user only; /healthz, /readyz and /m
     const res = await app.inject({ url: '/v1/kv/a/x', headers: alice, remoteAddress: `10.1.0.${i}` });
     t.equal(res.statusCode, 404, `request ${i + 1} is served`);
   }
-  const refused = await app.inject({ url: '/v1/kv/a/x', headers: alice, remoteAddress: '10.1.0.99' });
+  const refused = await app.inject({ method: 'PUT', url: '/v1/kv/a/limited', headers: alice, payload: 'v', remoteAddress: '10.1.0.99' });
   t.equal(refused.statusCode, 429);
   t.equal(refused.json().code, 'rate_limited', 'the gateway\'s own limit, not etcd\'s too_many_requests');
   t.ok(Number(refused.headers['retry-after']) >= 1);
+  t.equal(await root('get', 'a/limited'), '', 'the refused write never reached etcd');
   const v3Refused = await app.inject({ method: 'POST', url: '/v3/kv/range', headers: alice, payload: JSON.stringify({ key: b64('a/x') }) });
   t.equal(v3Refused.statusCode, 429, '/v3 counts in the same bucket');
   t.equal(v3Refused.json().code, 8);
@@ -114,6 +115,9 @@ t.test('caps and timeouts', async (t) => {
     t.match(closed.reason, /STREAMS_PER_SUBJECT/);
     const v3 = await WsClient.connect(`${ws}/v3/watch`, alice);
     t.equal((await v3.closed).code, 1008, 'a /v3 stream websocket counts in the same cap');
+    const v3http = await fetch(`${base}/v3/watch`, { method: 'POST', headers: alice, body: JSON.stringify({ create_request: { key: b64('a/x') } }) });
+    t.equal(v3http.status, 429, 'a /v3 stream over HTTP is refused before it starts');
+    t.equal((await v3http.json()).code, 8, "etcd's ResourceExhausted");
     const sse = await SseClient.open(`${base}/v1/watch/a/x`, alice);
     t.equal(sse.response.statusCode, 429, 'an SSE stream too, before it opens');
     await sse.ended;
