@@ -77,8 +77,8 @@ export default fp<LimitsOptions>(
 
     // Password checks: each is a bcrypt in etcd, so guessing is slowed per
     // address and per user name (a guesser spreading over addresses still
-    // meets the second). Every check counts, right or wrong: counting only
-    // failures would tell a guesser which guess was right.
+    // meets the second). Every check counts, right or wrong: each costs etcd
+    // a bcrypt, and the count is taken before etcd's answer is known.
     const names = new WeakMap<FastifyRequest, string>();
     const byAddress = app.createRateLimit({ max: opts.authRateLimitMax, timeWindow: opts.authRateLimitWindowMs, keyGenerator: (req) => normalizeIP(req.ip) });
     const byName = app.createRateLimit({ max: opts.authRateLimitMax, timeWindow: opts.authRateLimitWindowMs, keyGenerator: (req) => names.get(req) ?? '' });
