@@ -3,7 +3,8 @@
 // (text/plain included) is a "simple" request a page may send without asking:
 // with authentication off, any page a developer visits could otherwise write
 // to a gateway on localhost. Browsers name the page's origin; clients that
-// are not browsers send no Origin and pass.
+// are not browsers send no Origin and pass. src/plugins/browser-guard.ts
+// applies it to every unsafe method and websocket upgrade.
 import type { FastifyRequest } from 'fastify';
 import { Problem } from '../errors.js';
 
