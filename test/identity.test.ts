@@ -211,6 +211,7 @@ t.test('a token past its exp (inside the 30 s leeway) opens no stream on any tra
     ['/v3/watch websocket', () => upgrade(`${ws}/v3/watch`, { protocols: ['Bearer', stale] })],
     ['/v3/election/observe', async () => answerOf(await fetch(`${base}/v3/election/observe`, { method: 'POST', headers: bearer(stale), body: JSON.stringify({ name: b64s('/app/stale-election') }) }))],
     ['/v3/lease/keepalive', async () => answerOf(await fetch(`${base}/v3/lease/keepalive`, { method: 'POST', headers: bearer(stale), body: JSON.stringify({ ID: '1' }) }))],
+    ['long-poll ?wait', async () => answerOf(await fetch(`${base}/v1/kv//app/stale-wait?prefix&wait&timeout=30`, { headers: bearer(stale) }))],
   ];
   for (const [name, open] of refusals) t.equal((await open()).status, 401, `${name}: 401`);
   await backTo(t, baseline, 'etcd watchers, subscribers, etcd watches and registered streams at their baseline');
@@ -247,6 +248,18 @@ t.test('streams that end when their token expires release everything they held',
   t.equal((await socket.closed).code, 4001, 'the websocket closes with 4001');
   t.match(await v3Until(/token expired/), /token expired/, 'the /v3 stream ends with an error');
   await backTo(t, baseline, 'everything released');
+});
+
+t.test('a long-poll answers, with nothing new, when its token expires (not at its timeout)', async (t) => {
+  const exp = now() + 2;
+  const started = Date.now();
+  const res = await fetch(`${base}/v1/kv//app/expiring-wait?prefix&wait&timeout=60`, { headers: bearer(hs256(claimsFor('alice', { exp }))) });
+  t.equal(res.status, 200);
+  const body = (await res.json()) as { events: unknown[]; next_start_revision: number };
+  t.same(body.events, [], 'no events');
+  t.ok(body.next_start_revision > 0, 'where to continue');
+  t.ok(Date.now() - started < 30_000, 'it ended with the token, long before its 60 s timeout');
+  t.equal((await fetch(`${base}/v1/kv//app/expiring-wait?prefix&wait&timeout=60`, { headers: bearer(hs256(claimsFor('alice', { exp }))) })).status, 401, 'the next one, with the expired token, is refused');
 });
 
 const b64s = (s: string) => Buffer.from(s).toString('base64');

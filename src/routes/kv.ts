@@ -5,6 +5,7 @@ import { Problem, badRequest, toProblem } from '../errors.js';
 import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
 import { isRange, keyRange, list } from '../kv/range.js';
 import { putAsTxn, txnGuard } from '../auth/txn-guard.js';
+import { refuseExpiredStream } from '../auth/expiry.js';
 import { longPoll } from '../watch/longpoll.js';
 import { checkReadable } from '../watch/session.js';
 import { errorResponses, isSet } from '../schemas/common.js';
@@ -100,6 +101,10 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         const timeout = q.timeout ?? Math.min(60, opts.longPollMaxSeconds);
         if (timeout > opts.longPollMaxSeconds) throw badRequest(`timeout must be at most ${opts.longPollMaxSeconds} s (LONG_POLL_MAX_SECONDS)`, 'invalid_option');
         const range = keyRange(req.params['*'], sel);
+        // A long-poll is a stream: opened only with a token that has not expired (no leeway),
+        // and it ends, with nothing new, when that token does.
+        refuseExpiredStream(req.caller);
+        const timeoutMs = Math.min(timeout * 1000, req.caller ? req.caller.exp * 1000 - Date.now() : Infinity);
         // Shared watches run as the gateway: check the caller may read the range.
         if (app.authEnabled) await checkReadable(kv, range);
         const abort = new AbortController();
@@ -108,7 +113,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         const release = app.streamCaps.acquire(req);
         const result = await longPoll(
           app.watchHub,
-          { range, startRevision: q.start_revision, prevKv: isSet(q.prev_kv), timeoutMs: timeout * 1000 },
+          { range, startRevision: q.start_revision, prevKv: isSet(q.prev_kv), timeoutMs },
           abort.signal,
         ).finally(release);
         return reply.type('application/json').send(result);
