@@ -165,6 +165,7 @@ t.test('/docs has a Content-Security-Policy, and Swagger UI still renders under 
 });
 
 t.test('failure answers name no etcd address: per-member probes, timeouts, /readyz, unknown endpoints', async (t) => {
+  const FIXED_TEXTS = ['etcd did not answer before the deadline', 'etcd is unavailable'];
   const addresses = new RegExp(['remote_addr', ...cluster.endpoints.map((e) => new URL(e).port)].join('|'));
   const sse = await SseClient.open(`${base}/v1/watch/hygiene/?prefix`);
   t.teardown(() => sse.close());
@@ -188,12 +189,13 @@ t.test('failure answers name no etcd address: per-member probes, timeouts, /read
   await freeze(cluster.members[i]!.pid, t);
   const status = await quick.inject({ url: '/v1/cluster/status' });
   const dead = status.json().endpoints.find((e: { endpoint: string }) => e.endpoint === cluster.endpoints[i]);
-  t.match(dead, { reachable: false, error: /deadline/ });
-  t.notMatch(dead.error, addresses, 'a probe error is a fixed text');
+  t.equal(dead.reachable, false);
+  // A deadline, or the connection dropped by its keepalive: either way a fixed text.
+  t.ok(FIXED_TEXTS.includes(dead.error), `a probe error is a fixed text: ${dead.error}`);
   const health = await quick.inject({ url: '/v1/cluster/health' });
   const sick = health.json().endpoints.find((e: { endpoint: string }) => e.endpoint === cluster.endpoints[i]);
   t.equal(sick.healthy, false);
-  t.notMatch(sick.error, addresses);
+  t.ok(FIXED_TEXTS.includes(sick.error), `so is a health error: ${sick.error}`);
 
   for (const m of cluster.members.slice(0, i)) await freeze(m.pid, t);
   const write = await quick.inject({ method: 'PUT', url: '/v1/kv/hygiene/k', payload: 'x' });
