@@ -30,7 +30,7 @@ export const ConfigSchema = Type.Object({
     Type.String({
       minLength: 1,
       description:
-        'Comma-separated host names (with an optional :port) that requests may name in their Host header; `*` allows any. Unset: localhost, 127.0.0.1, [::1] and HOST, on any port.',
+        'Comma-separated host names (with an optional :port) that requests may name in their Host header; `*` allows any. Unset: localhost, 127.0.0.1, [::1], HOST and any IP address, on any port.',
     }),
   ),
   CORS_ORIGINS: Type.String({
