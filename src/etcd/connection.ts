@@ -693,6 +693,9 @@ export class EtcdScope implements ICallable<Host> {
   }
 
   markFailed(): void {
-    // Host choice follows live channel state; nothing to record.
+    // etcd3's stream clients call this on any stream error, a cancellation
+    // included, which says nothing about the member. Host choice follows
+    // channel state and the connection's health record (unanswered calls,
+    // probes); the watch hub marks a member suspect itself when it knows why.
   }
 }
