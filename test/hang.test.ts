@@ -145,3 +145,31 @@ t.test('quorum lost: serializable reads from the live member, no_leader for the 
   await until('a write succeeds again', async () => (await put('quorum/k', 'after')).statusCode === 200, 30_000);
   t.equal((await stored('quorum/k')).get('quorum/k')?.value, 'after', 'the refused write was never applied');
 });
+
+t.test('quorum lost to two frozen members, one never connected: the same answers', async (t) => {
+  // Members 0 and 1 are back from the previous test; wait until they serve.
+  await until('a healthy cluster', async () => (await status()).every((s) => Boolean(s.Status.leader)), 30_000);
+  app = await buildTestApp(t, cluster.endpoints);
+  t.equal((await put('frozen-quorum/k', 'before')).statusCode, 201);
+  const live = 2;
+  const liveEndpoint = cluster.endpoints[live]!;
+  await until('the live member caught up', async () => (await stored('frozen-quorum/k', liveEndpoint)).get('frozen-quorum/k')?.value === 'before');
+  // Member 0 holds the gateway's connection; member 1 was never connected to
+  // (a frozen member accepts TCP connections but never answers on them).
+  await freeze(cluster.members[0]!.pid, t);
+  await freeze(cluster.members[1]!.pid, t);
+
+  let res = await get('frozen-quorum/k', '?serializable');
+  t.equal(res.statusCode, 200, 'serializable read from the live member');
+  t.equal(res.body, 'before');
+  await until('the live member knows it has no leader', async () => !(await status([liveEndpoint]))[0]!.Status.leader);
+  for (let i = 0; i < 3; i++) {
+    res = await put('frozen-quorum/k', `during${i}`);
+    t.equal(res.statusCode, 503, `write: ${res.body}`);
+    t.equal(res.json().code, 'no_leader');
+    res = await get('frozen-quorum/k');
+    t.equal(res.statusCode, 503, `linearizable read: ${res.body}`);
+    t.equal(res.json().code, 'no_leader');
+  }
+  t.equal((await stored('frozen-quorum/k', liveEndpoint)).get('frozen-quorum/k')?.value, 'before', 'no refused write was applied');
+});
