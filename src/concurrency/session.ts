@@ -8,7 +8,7 @@ import { leaseOwnerGuard, type LeaseOwnerGuard } from '../auth/lease-owners.js';
 import type { EtcdScope } from '../etcd/connection.js';
 import { badRequest } from '../errors.js';
 import { leaseHex, num } from '../kv/codec.js';
-import { keepAliveOnce, leaseIdToEtcd, leaseNotFound } from '../txn/lease.js';
+import { keepAliveOnce, leaseIdToEtcd, leaseNotFound } from '../kv/lease.js';
 
 /**
  * etcd's concurrency.Session default (DefaultTTL), which etcdctl elect uses.

@@ -4,7 +4,7 @@ import { leaseHex, num } from '../kv/codec.js';
 import { errorResponses, isSet } from '../schemas/common.js';
 import { GrantLeaseBody, LeaseInfoQuery, LeaseParams } from '../schemas/leases.js';
 import { leaseOwnerGuard } from '../auth/lease-owners.js';
-import { keepAliveOnce, leaseIdToEtcd, timeToLiveToJson } from '../txn/lease.js';
+import { keepAliveOnce, leaseIdToEtcd, timeToLiveToJson } from '../kv/lease.js';
 
 export interface LeaseRoutesOptions {
   /** Deadline of the one-shot keep-alive stream. */

@@ -10,7 +10,7 @@ import { SseWatchQuery, WatchClientMessage, type WatchObserve, type WatchSubscri
 import { electionPrefix } from '../concurrency/election.js';
 import { followLeader, leaderMessage } from '../watch/leader.js';
 import { leaseOwnerGuard } from '../auth/lease-owners.js';
-import { keepAliveOnce, leaseIdToEtcd } from '../txn/lease.js';
+import { keepAliveOnce, leaseIdToEtcd } from '../kv/lease.js';
 import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';

@@ -27,7 +27,7 @@ import {
   type TxnPutJson,
   type TxnRequestJson,
 } from '../schemas/txn.js';
-import { leaseIdToEtcd } from './lease.js';
+import { leaseIdToEtcd } from '../kv/lease.js';
 
 export interface TxnContext {
   /** LIST_MAX_KEYS: the default and the maximum `limit` of a get. */

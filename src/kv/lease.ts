@@ -5,7 +5,7 @@ import { isUtf8 } from 'node:buffer';
 import type { ILeaseKeepAliveResponse, ILeaseTimeToLiveResponse, LeaseClient } from 'etcd3';
 import { isOwnerRecord } from '../auth/lease-owners.js';
 import { Problem } from '../errors.js';
-import { leaseHex, num } from '../kv/codec.js';
+import { leaseHex, num } from './codec.js';
 
 /** Hex lease ID (validated by the schema) → etcd3's int64 decimal string. */
 export function leaseIdToEtcd(hex: string): string {
