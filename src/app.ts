@@ -34,17 +34,7 @@ import txnRoutes from './routes/txn.js';
 import v3Routes, { v3AdminRoutes, v3PublicRoutes } from './routes/v3.js';
 import uiRoutes from './routes/ui.js';
 import watchRoutes from './routes/watch.js';
-import { ClusterHealthSchema, ClusterStatusSchema, EndpointStatusSchema, MemberAddedSchema, MemberListSchema, MemberSchema } from './schemas/cluster.js';
-import { AdminDoneSchema, NameListSchema, PermissionSchema, RoleSchema, UserSchema } from './schemas/admin.js';
-import { TicketSchema, TokenRequestSchema, TokenSchema } from './schemas/auth.js';
-import { ProblemSchema } from './schemas/common.js';
-import { ElectionLeaderSchema, ResignedSchema } from './schemas/elections.js';
-import { DeleteResultSchema, KeyValueSchema, ListingSchema, PutResultSchema } from './schemas/kv.js';
-import { LeaseInfoSchema, LeaseListSchema, LeaseRevokedSchema, LeaseSchema } from './schemas/leases.js';
-import { LockReleasedSchema, LockSchema } from './schemas/locks.js';
-import { AlarmListSchema, CheckPerfSchema, CompactionSchema, DefragmentSchema, HashKvSchema, MoveLeaderSchema } from './schemas/maintenance.js';
-import { LongPollResultSchema, WatchKeepAliveSchema, WatchObserveSchema, WatchServerMessageSchema, WatchSubscribeSchema, WatchUnsubscribeSchema } from './schemas/watch.js';
-import { TxnCompareSchema, TxnOpResponseSchema, TxnOpSchema, TxnRequestSchema, TxnResponseSchema } from './schemas/txn.js';
+import { sharedSchemas } from './schemas/index.js';
 
 export type GatewayConfig = Omit<
   Config,
@@ -86,54 +76,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     reply.header('x-request-id', req.id);
   });
 
-  for (const schema of [
-    ProblemSchema,
-    KeyValueSchema,
-    ListingSchema,
-    PutResultSchema,
-    DeleteResultSchema,
-    TxnCompareSchema,
-    TxnOpSchema,
-    TxnRequestSchema,
-    TxnOpResponseSchema,
-    TxnResponseSchema,
-    LeaseSchema,
-    LeaseInfoSchema,
-    LeaseListSchema,
-    LeaseRevokedSchema,
-    LockSchema,
-    LockReleasedSchema,
-    ElectionLeaderSchema,
-    ResignedSchema,
-    MemberSchema,
-    MemberListSchema,
-    MemberAddedSchema,
-    EndpointStatusSchema,
-    ClusterStatusSchema,
-    ClusterHealthSchema,
-    CompactionSchema,
-    CheckPerfSchema,
-    DefragmentSchema,
-    AlarmListSchema,
-    HashKvSchema,
-    MoveLeaderSchema,
-    WatchSubscribeSchema,
-    WatchUnsubscribeSchema,
-    WatchKeepAliveSchema,
-    WatchObserveSchema,
-    WatchServerMessageSchema,
-    LongPollResultSchema,
-    TokenRequestSchema,
-    TokenSchema,
-    TicketSchema,
-    PermissionSchema,
-    UserSchema,
-    RoleSchema,
-    NameListSchema,
-    AdminDoneSchema,
-  ]) {
-    app.addSchema(schema);
-  }
+  for (const schema of sharedSchemas) app.addSchema(schema);
 
   const connection = new EtcdConnection({
     endpoints: opts.endpoints,
