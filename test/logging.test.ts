@@ -5,7 +5,8 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { redactUrl } from '../src/logging.js';
 import { buildTestApp } from './helpers/app.js';
 
-t.test('Authorization and cookies are redacted; request ids are logged and returned', async (t) => {
+/** A log destination that keeps each line written to it. */
+function capture(): { lines: string[]; stream: Writable } {
   const lines: string[] = [];
   const stream = new Writable({
     write(chunk, _enc, done) {
@@ -13,6 +14,11 @@ t.test('Authorization and cookies are redacted; request ids are logged and retur
       done();
     },
   });
+  return { lines, stream };
+}
+
+t.test('Authorization and cookies are redacted; request ids are logged and returned', async (t) => {
+  const { lines, stream } = capture();
   const app = await buildTestApp(t, ['http://127.0.0.1:1'], { LOG_LEVEL: 'info' }, { stream });
   const res = await app.inject({
     url: '/healthz',
@@ -30,13 +36,7 @@ t.test('Authorization and cookies are redacted; request ids are logged and retur
 });
 
 t.test('credentials in the query string are redacted from logged URLs', async (t) => {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, done) {
-      lines.push(...chunk.toString().split('\n').filter(Boolean));
-      done();
-    },
-  });
+  const { lines, stream } = capture();
   const app = await buildTestApp(t, ['http://127.0.0.1:1'], { LOG_LEVEL: 'info' }, { stream });
   await app.inject({ url: '/healthz?token=tok-secret&Access_Token=at-secret&ticket=ticket-secret&keep=visible' });
   const log = lines.join('\n');
