@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { WebSocket } from 'ws';
 import t from 'tap';
 const tap = t;
-import { v3ErrorOf } from '../src/routes/v3.js';
+import { v3ErrorOf } from '../src/v3/errors.js';
 import { parseJson } from '../src/v3/protojson.js';
 import { JsonSplitter } from '../src/v3/streams.js';
 import { buildApp } from '../src/app.js';

@@ -20,7 +20,8 @@ import { acquire } from '../concurrency/mutex.js';
 import { DEFAULT_TTL, GrantedLeases, revokeQuietly, sessionDeps } from '../concurrency/session.js';
 import { Waits, type WaitClient } from '../concurrency/wait.js';
 import type { EtcdScope } from '../etcd/connection.js';
-import { isGrpcError, Problem, toProblem } from '../errors.js';
+import { isGrpcError, Problem } from '../errors.js';
+import { errorBody, etcdRefusal, etcdRefused, isRefusal, rpcErrorText, streamError, useV3Errors, v3ErrorOf } from '../v3/errors.js';
 import { leaseHex, num, prefixEnd, type KeyValueJson } from '../kv/codec.js';
 import { SortOrder, SortTarget } from 'etcd3';
 import type { WatchError } from '../watch/hub.js';
@@ -182,137 +183,6 @@ function capRange(route: UnaryRoute, request: Record<string, unknown>, listMaxKe
 
 /** Both prefixes etcd serves: `/v3/`, and `/v3beta/` which etcd rewrites to it. */
 const PREFIXES = ['/v3/', '/v3beta/'];
-
-// grpc-gateway v1's HTTPStatusFromCode, which etcd 3.4 answers with (FailedPrecondition
-// is 412 there, as "auth not enabled" shows on etcd itself). etcd's
-// own errors keep etcd's statuses here (a compacted revision is 400, not our
-// 410) because clients of this protocol branch on them.
-const HTTP_FROM_GRPC: Record<number, number> = {
-  [GrpcStatus.OK]: 200,
-  [GrpcStatus.CANCELLED]: 408,
-  [GrpcStatus.UNKNOWN]: 500,
-  [GrpcStatus.INVALID_ARGUMENT]: 400,
-  [GrpcStatus.DEADLINE_EXCEEDED]: 504,
-  [GrpcStatus.NOT_FOUND]: 404,
-  [GrpcStatus.ALREADY_EXISTS]: 409,
-  [GrpcStatus.PERMISSION_DENIED]: 403,
-  [GrpcStatus.UNAUTHENTICATED]: 401,
-  [GrpcStatus.RESOURCE_EXHAUSTED]: 429,
-  [GrpcStatus.FAILED_PRECONDITION]: 412,
-  [GrpcStatus.ABORTED]: 409,
-  [GrpcStatus.OUT_OF_RANGE]: 400,
-  [GrpcStatus.UNIMPLEMENTED]: 501,
-  [GrpcStatus.INTERNAL]: 500,
-  [GrpcStatus.UNAVAILABLE]: 503,
-  [GrpcStatus.DATA_LOSS]: 500,
-};
-
-// The gateway's own refusals (its auth, its body limit) carry an HTTP status;
-// the protocol's body needs a gRPC code beside it.
-const GRPC_FROM_HTTP: Record<number, number> = {
-  400: GrpcStatus.INVALID_ARGUMENT,
-  401: GrpcStatus.UNAUTHENTICATED,
-  403: GrpcStatus.PERMISSION_DENIED,
-  404: GrpcStatus.NOT_FOUND,
-  409: GrpcStatus.ALREADY_EXISTS,
-  410: GrpcStatus.OUT_OF_RANGE,
-  412: GrpcStatus.FAILED_PRECONDITION,
-  499: GrpcStatus.CANCELLED,
-  413: GrpcStatus.RESOURCE_EXHAUSTED,
-  415: GrpcStatus.INVALID_ARGUMENT,
-  429: GrpcStatus.RESOURCE_EXHAUSTED,
-  501: GrpcStatus.UNIMPLEMENTED,
-  503: GrpcStatus.UNAVAILABLE,
-  504: GrpcStatus.DEADLINE_EXCEEDED,
-};
-
-/** gRPC's Go names of status codes, as etcd's error texts spell them. */
-const GRPC_NAMES: Record<number, string> = {
-  [GrpcStatus.INVALID_ARGUMENT]: 'InvalidArgument',
-  [GrpcStatus.NOT_FOUND]: 'NotFound',
-  [GrpcStatus.PERMISSION_DENIED]: 'PermissionDenied',
-  [GrpcStatus.UNAUTHENTICATED]: 'Unauthenticated',
-  [GrpcStatus.FAILED_PRECONDITION]: 'FailedPrecondition',
-  [GrpcStatus.OUT_OF_RANGE]: 'OutOfRange',
-};
-
-const SERVER_FAILURES: Record<number, string> = {
-  503: 'etcd is unavailable',
-  504: 'etcd did not answer in time',
-};
-
-export interface V3ErrorBody {
-  status: number;
-  code: number;
-  message: string;
-  headers: Record<string, string>;
-}
-
-// The gateway's refusals that stand in for etcd's own are said in etcd's
-// words, which this protocol's clients recognise.
-const ETCD_WORDS: Record<string, string> = {
-  admin_required: 'etcdserver: permission denied',
-};
-
-/** Any failure → etcd's status, gRPC code and message. */
-export function v3ErrorOf(err: unknown): V3ErrorBody {
-  if (err instanceof V3Error) return { status: err.httpStatus ?? HTTP_FROM_GRPC[err.grpcCode] ?? 500, code: err.grpcCode, message: err.message, headers: {} };
-  const problem = toProblem(err);
-  if (isGrpcError(err)) {
-    const status = HTTP_FROM_GRPC[err.code] ?? 500;
-    // etcd's own text ("etcdserver: ..."), as etcd's gateway passes it on;
-    // other failures (the connection's, grpc-js's) are described without
-    // naming our network or internals.
-    const text = err.details ?? err.message;
-    const message = status < 500 || text.startsWith('etcdserver:') ? text : (SERVER_FAILURES[status] ?? problem.message);
-    return { status, code: err.code, message, headers: problem.headers };
-  }
-  return {
-    status: problem.status,
-    code: GRPC_FROM_HTTP[problem.status] ?? GrpcStatus.UNKNOWN,
-    message: ETCD_WORDS[problem.code] ?? problem.message,
-    headers: problem.headers,
-  };
-}
-
-/** grpc-gateway v1's mid-stream error chunk (etcd 3.4). */
-function streamError(err: unknown): unknown {
-  const e = v3ErrorOf(err);
-  return { error: { grpc_code: e.code, http_code: e.status, message: e.message, http_status: httpStatusText(e.status) } };
-}
-
-/** etcd's error body of a call that failed before answering. */
-function errorBody(err: unknown): { error: string; message: string; code: number } {
-  const e = v3ErrorOf(err);
-  return { error: e.message, message: e.message, code: e.code };
-}
-
-function httpStatusText(status: number): string {
-  return (
-    {
-      400: 'Bad Request',
-      401: 'Unauthorized',
-      403: 'Forbidden',
-      404: 'Not Found',
-      408: 'Request Timeout',
-      409: 'Conflict',
-      429: 'Too Many Requests',
-      500: 'Internal Server Error',
-      501: 'Not Implemented',
-      503: 'Service Unavailable',
-      504: 'Gateway Timeout',
-    } as Record<number, string>
-  )[status] ?? 'Error';
-}
-
-/** The protocol's error body for every failure of the plugin's routes (hooks included). */
-function useV3Errors(app: FastifyInstance): void {
-  app.setErrorHandler((err, req, reply) => {
-    const e = v3ErrorOf(err);
-    if (e.status >= 500) req.log.error({ err }, 'v3 request failed');
-    return reply.code(e.status).headers(e.headers).type('application/json').send(errorBody(err));
-  });
-}
 
 // The spec lists each call once: the /v3beta/ aliases are left out of it.
 const schema = (summary: string, prefix = '/v3/', streamed = false) => ({
@@ -670,12 +540,6 @@ function socketClient(socket: WebSocket, request: FastifyRequest): WaitClient {
 
 type StreamHandler = (req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => void | { recheck(): void };
 
-/** Whether a failure is etcd (or the gateway) refusing the caller, rather than a passing fault. */
-function isRefusal(err: unknown): boolean {
-  const code = v3ErrorOf(err).code;
-  return code === GrpcStatus.PERMISSION_DENIED || code === GrpcStatus.UNAUTHENTICATED;
-}
-
 function utf8Name(b: unknown): string {
   const name = (b as Buffer | undefined) ?? Buffer.alloc(0);
   if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names must be valid UTF-8 here');
@@ -684,19 +548,6 @@ function utf8Name(b: unknown): string {
 
 function guardOf(req: FastifyRequest) {
   return txnGuard(req.server.etcd, req);
-}
-
-/** The gateway's own refusals (lease ownership, the txn guard) in etcd's words, which etcd clients match on. */
-function etcdRefused(err: unknown): unknown {
-  return err instanceof Problem && err.status === 403 ? new V3Error(GrpcStatus.PERMISSION_DENIED, 'etcdserver: permission denied') : err;
-}
-
-async function etcdRefusal<T>(p: Promise<T> | undefined): Promise<T | undefined> {
-  try {
-    return await p;
-  } catch (err) {
-    throw etcdRefused(err);
-  }
 }
 
 /**
@@ -1013,7 +864,7 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, requests: Reques
       // watch ID -1 and the gRPC error's text as the reason.
       const e = v3ErrorOf(err);
       if (e.status >= 500) throw err;
-      const reason = isGrpcError(err) ? `rpc error: code = ${GRPC_NAMES[e.code] ?? e.code} desc = ${e.message}` : e.message;
+      const reason = isGrpcError(err) ? rpcErrorText(err) : e.message;
       send({ result: { header: headers.at(await currentRevision()), watch_id: '-1', created: true, canceled: true, cancel_reason: reason } });
       return;
     }
@@ -1109,10 +960,7 @@ function watchStream(app: FastifyInstance, req: FastifyRequest, requests: Reques
           if (!isRefusal(err) || watches.get(id) !== watch) return;
           watch.unsubscribe();
           watches.delete(id);
-          const e = v3ErrorOf(err);
-          send({
-            result: { header: headers.at(watch.through), watch_id: id === '0' ? undefined : id, canceled: true, cancel_reason: `rpc error: code = ${GRPC_NAMES[e.code] ?? e.code} desc = ${e.message}` },
-          });
+          send({ result: { header: headers.at(watch.through), watch_id: id === '0' ? undefined : id, canceled: true, cancel_reason: rpcErrorText(err) } });
         });
       }
     },
