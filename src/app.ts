@@ -2,8 +2,6 @@
 // process entry (src/server.ts) and the tests build the same app.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import cors from '@fastify/cors';
-import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from './config.js';
@@ -11,16 +9,18 @@ import { loggerOptions, type LoggingOptions } from './logging.js';
 import { adminScope } from './auth/admin.js';
 import { EtcdTokenMinter, passwordScope } from './auth/etcd-tokens.js';
 import { EtcdConnection, type ScopeAuth } from './etcd/connection.js';
-import authPlugin, { WS_ETCD_BEARER, WS_PROTOCOL } from './plugins/auth.js';
+import authPlugin from './plugins/auth.js';
 import limitsPlugin from './plugins/limits.js';
 
 export { FailClosedError } from './plugins/auth.js';
 import browserGuardPlugin from './plugins/browser-guard.js';
+import corsPlugin from './plugins/cors.js';
 import errorsPlugin from './plugins/errors.js';
 import etcdPlugin from './plugins/etcd.js';
 import metricsPlugin from './plugins/metrics.js';
 import openapiPlugin from './plugins/openapi.js';
 import watchHubPlugin from './plugins/watch-hub.js';
+import websocketPlugin from './plugins/websocket.js';
 import clusterRoutes from './routes/cluster.js';
 import electionRoutes from './routes/elections.js';
 import healthRoutes from './routes/health.js';
@@ -109,48 +109,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     bufferTotalBytes: config.WATCH_BUFFER_TOTAL_BYTES,
     progressIntervalMs: config.WATCH_HEARTBEAT_MS,
   });
-  await app.register(websocket, {
-    options: {
-      maxPayload: config.WATCH_MAX_MESSAGE_BYTES,
-      // Browsers send the token as a subprotocol beside ours; the answer names
-      // ours only, so the token is never echoed back. etcd's websocket proxy
-      // takes "Bearer, <token>" and answers "Bearer": /v3 clients get that.
-      handleProtocols: (protocols: Set<string>) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : protocols.has(WS_ETCD_BEARER) ? WS_ETCD_BEARER : false),
-    },
-    // Replaces the plugin's default, which closes sockets without a word:
-    // every watch client first learns where to resume.
-    preClose(done) {
-      for (const client of app.watchClients) client.shutdown();
-      app.websocketServer.close();
-      done();
-    },
-  });
+  await app.register(websocketPlugin, { maxPayload: config.WATCH_MAX_MESSAGE_BYTES });
   // After the websocket plugin, whose own hooks must see a refused upgrade to close its socket.
   await app.register(browserGuardPlugin, { allowedHosts: config.ALLOWED_HOSTS, listenHost: config.HOST, corsOrigins });
   await app.register(openapiPlugin);
-  // Explicit CORS: no origin is allowed unless CORS_ORIGINS lists it, and
-  // browsers may read the etcd metadata headers. Preflights need no token.
-  // Without origins there is nothing to grant, and the plugin would cost
-  // every request a hook (about a tenth of the CPU of a key read).
-  if (corsOrigins.length > 0) await app.register(cors, {
-    origin: corsOrigins.includes('*') ? true : corsOrigins,
-    methods: ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'OPTIONS'],
-    allowedHeaders: ['authorization', 'content-type', 'if-match', 'if-none-match', 'last-event-id', 'x-request-id', 'accept'],
-    exposedHeaders: [
-      'etag',
-      'location',
-      'retry-after',
-      'x-request-id',
-      'x-etcd-revision',
-      'x-etcd-cluster-id',
-      'x-etcd-create-revision',
-      'x-etcd-mod-revision',
-      'x-etcd-version',
-      'x-etcd-lease',
-      'x-etcd-endpoint',
-    ],
-    maxAge: 600,
-  });
+  await app.register(corsPlugin, { origins: corsOrigins });
 
   // Public scope: health, metrics, documentation, the web console, token exchange.
   await app.register(healthRoutes, { readyTimeoutMs: Math.min(config.REQUEST_TIMEOUT_MS, 2000) });
