@@ -3,7 +3,7 @@
 // valid UTF-8 and as base64 fields where they are not. Revisions are numbers,
 // lease IDs lowercase hex.
 import { isUtf8 } from 'node:buffer';
-import type { IKeyValue, IResponseHeader } from 'etcd3';
+import type { IKeyValue } from 'etcd3';
 import { badRequest } from '../errors.js';
 
 export type KeyEncoding = 'utf8' | 'base64url';
@@ -75,6 +75,12 @@ export function kvToJson(kv: IKeyValue, withValue = true): KeyValueJson {
   return out as unknown as KeyValueJson;
 }
 
-export function clusterIdHex(header: IResponseHeader | undefined): string | undefined {
-  return header?.cluster_id ? BigInt(header.cluster_id).toString(16) : undefined;
+/** uint64 member and cluster IDs: decimal strings in etcd3, `%x` hex (no padding) in etcdctl and here. */
+export function idHex(id: string | number): string {
+  return BigInt(id).toString(16);
+}
+
+/** A member ID in hex (validated by the schema) → etcd3's uint64 decimal string. */
+export function idFromHex(hex: string): string {
+  return BigInt(`0x${hex}`).toString();
 }

@@ -7,6 +7,7 @@
 import fp from 'fastify-plugin';
 import type { IResponseHeader } from 'etcd3';
 import { EtcdScope, type EtcdConnection, type ScopeAuth } from '../etcd/connection.js';
+import { idHex } from '../kv/codec.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -42,7 +43,7 @@ export default fp<EtcdPluginOptions>(
     app.decorateReply('etcdHeaders', function (header: IResponseHeader | undefined) {
       if (header) {
         this.header('x-etcd-revision', String(header.revision));
-        if (header.cluster_id) this.header('x-etcd-cluster-id', BigInt(header.cluster_id).toString(16));
+        if (header.cluster_id) this.header('x-etcd-cluster-id', idHex(header.cluster_id));
       }
       return this;
     });

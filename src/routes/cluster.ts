@@ -7,7 +7,7 @@ import { AlarmAction, AlarmType, type IAlarmResponse, type IMember, type IRangeR
 import { Type } from 'typebox';
 import type { EtcdCallOptions, MemberResult } from '../etcd/connection.js';
 import { Problem, toProblem, type GrpcLikeError } from '../errors.js';
-import { num } from '../kv/codec.js';
+import { idFromHex, idHex, num } from '../kv/codec.js';
 import { MemberAddBody, MemberParams, MemberUpdateBody } from '../schemas/cluster.js';
 import { errorResponses } from '../schemas/common.js';
 
@@ -16,10 +16,6 @@ export interface ClusterRoutesOptions {
   probeTimeoutMs: number;
 }
 
-/** uint64 IDs: decimal strings in etcd3, `%x` hex in etcdctl and here. */
-const hexId = (id: string) => BigInt(id).toString(16);
-const etcdId = (hex: string) => BigInt(`0x${hex}`).toString();
-
 const memberNotFound = (id: string) => new Problem(404, 'member_not_found', `no member has the ID ${id}`);
 
 /** A member's failure in a per-member report: the error table's text, never grpc-js's (which names addresses). */
@@ -27,7 +23,7 @@ export const probeError = (err: GrpcLikeError | undefined) => (err ? toProblem(e
 
 function memberJson(m: IMember) {
   return {
-    id: hexId(m.ID),
+    id: idHex(m.ID),
     name: m.name,
     peer_urls: m.peerURLs,
     client_urls: m.clientURLs,
@@ -42,11 +38,11 @@ function statusJson({ endpoint, tookMs, result: s, error }: MemberResult<IStatus
     endpoint,
     took_ms: tookMs,
     reachable: true,
-    id: hexId(s.header.member_id),
+    id: idHex(s.header.member_id),
     version: s.version,
     db_size: num(s.dbSize),
     db_size_in_use: num(s.dbSizeInUse),
-    leader: hexId(s.leader),
+    leader: idHex(s.leader),
     is_leader: s.leader !== '0' && s.leader === s.header.member_id,
     is_learner: Boolean(s.isLearner),
     raft_term: num(s.raftTerm),
@@ -125,7 +121,7 @@ const clusterRoutes: FastifyPluginAsyncTypebox<ClusterRoutesOptions> = async (ap
       },
     },
     async (req, reply) => {
-      const res = await req.etcd.cluster.memberRemove({ ID: etcdId(req.params.id) });
+      const res = await req.etcd.cluster.memberRemove({ ID: idFromHex(req.params.id) });
       reply.etcdHeaders(res.header);
       return { members: res.members.map(memberJson) };
     },
@@ -149,14 +145,14 @@ const clusterRoutes: FastifyPluginAsyncTypebox<ClusterRoutesOptions> = async (ap
       // it as a learner: the cluster looks more resilient than it is and the
       // learner can no longer be promoted. Refuse rather than cause that.
       const { members } = await req.etcd.cluster.memberList({ linearizable: true });
-      if (members.find((m) => m.ID === etcdId(req.params.id))?.isLearner) {
+      if (members.find((m) => m.ID === idFromHex(req.params.id))?.isLearner) {
         throw new Problem(
           409,
           'learner_update_refused',
           'updating the peer URLs of a learner makes etcd forget it is a learner (etcd-io/etcd#21694): promote it first, or remove it and add it again with the new URLs',
         );
       }
-      const res = await req.etcd.cluster.memberUpdate({ ID: etcdId(req.params.id), peerURLs: req.body.peer_urls });
+      const res = await req.etcd.cluster.memberUpdate({ ID: idFromHex(req.params.id), peerURLs: req.body.peer_urls });
       reply.etcdHeaders(res.header);
       return { members: res.members.map(memberJson) };
     },
@@ -179,10 +175,10 @@ const clusterRoutes: FastifyPluginAsyncTypebox<ClusterRoutesOptions> = async (ap
       // was removed; answer from the member list instead, whichever member
       // serves the call.
       const { members } = await req.etcd.cluster.memberList({ linearizable: true });
-      const target = members.find((m) => m.ID === etcdId(req.params.id));
+      const target = members.find((m) => m.ID === idFromHex(req.params.id));
       if (!target) throw memberNotFound(req.params.id);
       if (!target.isLearner) throw new Problem(400, 'member_not_learner', `member ${req.params.id} is already a voting member`);
-      const res = await req.etcd.cluster.memberPromote({ ID: etcdId(req.params.id) });
+      const res = await req.etcd.cluster.memberPromote({ ID: idFromHex(req.params.id) });
       reply.etcdHeaders(res.header);
       return { members: res.members.map(memberJson) };
     },

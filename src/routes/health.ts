@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { Problem } from '../errors.js';
+import { idHex } from '../kv/codec.js';
 import { errorResponses, HealthSchema } from '../schemas/common.js';
 
 export interface HealthRoutesOptions {
@@ -58,7 +59,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthRoutesOptions> = async (app,
       const { etcd_watches, subscribers, buffered_bytes, stream_connected } = app.watchHub.stats();
       return {
         status: 'ready',
-        leader: BigInt(status.leader).toString(16),
+        leader: idHex(status.leader),
         revision: Number(status.header.revision),
         etcd_version: status.version,
         // Public and answered for any Host: no etcd member address (the hub's stream_peer).

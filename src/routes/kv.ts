@@ -3,6 +3,7 @@ import { CompareResult, CompareTarget, type ICompare, type IDeleteRangeResponse,
 import { Type } from 'typebox';
 import { Problem, badRequest, toProblem } from '../errors.js';
 import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
+import { leaseIdToEtcd } from '../kv/lease.js';
 import { isRange, keyRange, list } from '../kv/range.js';
 import { putAsTxn, txnGuard } from '../auth/txn-guard.js';
 import { refuseExpiredStream } from '../auth/expiry.js';
@@ -202,7 +203,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         parseCondition(req.headers['if-none-match'], 'If-None-Match'),
       );
       if (q.lease && q.ttl) throw badRequest('use lease or ttl, not both', 'conflicting_lease');
-      let leaseId = q.lease ? BigInt.asIntN(64, BigInt(`0x${q.lease}`)).toString() : undefined;
+      let leaseId = q.lease ? leaseIdToEtcd(q.lease) : undefined;
       let grantedLease = false;
       const guard = txnGuard(app.etcd, req);
       const owners = guard?.owners;

@@ -10,7 +10,7 @@ import { AlarmAction, AlarmType, type IAlarmMember, type IHashKVResponse, type I
 import { Type } from 'typebox';
 import type { EtcdCallOptions, EtcdScope } from '../etcd/connection.js';
 import { badRequest, fromEtcdError, isGrpcError, Problem } from '../errors.js';
-import { num } from '../kv/codec.js';
+import { idFromHex, idHex, num } from '../kv/codec.js';
 import { errorResponses } from '../schemas/common.js';
 import { CheckPerfBody, CompactionBody, EndpointQuery, HashKvQuery, MoveLeaderBody } from '../schemas/maintenance.js';
 import { CHECK_PERF_ALIASES, checkPerf } from '../maintenance/check-perf.js';
@@ -26,10 +26,8 @@ export interface MaintenanceRoutesOptions {
   longTimeoutMs: number;
 }
 
-const hexId = (id: string) => BigInt(id).toString(16);
-
 function alarmsJson(alarms: IAlarmMember[]) {
-  return alarms.map((a) => ({ member_id: hexId(a.memberID), alarm: String(a.alarm).toUpperCase() }));
+  return alarms.map((a) => ({ member_id: idHex(a.memberID), alarm: String(a.alarm).toUpperCase() }));
 }
 
 const maintenanceRoutes: FastifyPluginAsyncTypebox<MaintenanceRoutesOptions> = async (app, opts) => {
@@ -255,7 +253,7 @@ const maintenanceRoutes: FastifyPluginAsyncTypebox<MaintenanceRoutesOptions> = a
             ? {
                 endpoint,
                 took_ms: tookMs,
-                id: hexId(result.header.member_id),
+                id: idHex(result.header.member_id),
                 hash: num(result.hash),
                 revision: num(result.header.revision),
                 compact_revision: num(result.compact_revision),
@@ -289,7 +287,7 @@ const maintenanceRoutes: FastifyPluginAsyncTypebox<MaintenanceRoutesOptions> = a
           lead.endpoint,
           'Maintenance',
           'moveLeader',
-          { targetID: BigInt(`0x${req.body.to}`).toString() },
+          { targetID: idFromHex(req.body.to) },
           deadline(opts.timeoutMs),
         )
         .catch((err: unknown) => {
@@ -297,7 +295,7 @@ const maintenanceRoutes: FastifyPluginAsyncTypebox<MaintenanceRoutesOptions> = a
           throw isGrpcError(err) ? fromEtcdError(err, 'write') : err;
         });
       reply.etcdHeaders(res.header ?? lead.result!.header);
-      return { leader: BigInt(`0x${req.body.to}`).toString(16), previous: hexId(lead.result!.leader) };
+      return { leader: idHex(idFromHex(req.body.to)), previous: idHex(lead.result!.leader) };
     },
   );
 };
