@@ -14,9 +14,9 @@ import { keepAliveOnce, leaseIdToEtcd } from '../kv/lease.js';
 import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
-import { SLOW_CONSUMER_DRAIN_MS, SseStream, watchErrorMessage } from '../watch/sse.js';
+import { SseStream, watchErrorMessage } from '../watch/sse.js';
 import { checkOrigin } from '../auth/origin.js';
-import { registerStream } from '../plugins/watch-hub.js';
+import { dropUnlessDrained, registerStream } from '../watch/lifecycle.js';
 
 export interface WatchRoutesOptions {
   maxSubscriptions: number;
@@ -88,10 +88,8 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
             JSON.stringify({ type: 'error', status: 503, code: 'slow_consumer', message: 'the client fell too far behind and was disconnected', resume: resume() }),
           );
           socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer: resume from the error message');
-          // Nothing more is queued: the error and the close frame wait behind
-          // what is buffered, for a client that reads again within the grace
-          // period; one that does not is dropped then, freeing the buffer.
-          setTimeout(() => socket.terminate(), SLOW_CONSUMER_DRAIN_MS).unref();
+          // Nothing more is queued after the error and the close frame.
+          dropUnlessDrained(() => socket.terminate());
           teardown();
           return false;
         }

@@ -5,7 +5,7 @@
 // Last-Event-ID and resumes), the token's expiry, permission re-checks after
 // auth changes, and shutdown.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { registerStream, type StreamLife, type WatchClientHandle } from '../plugins/watch-hub.js';
+import { dropUnlessDrained, registerStream, type StreamLife, type WatchClientHandle } from './lifecycle.js';
 import { Problem, toProblem } from '../errors.js';
 import type { WatchError } from './hub.js';
 import { refuseExpiredStream } from '../auth/expiry.js';
@@ -18,13 +18,6 @@ export interface SseOptions {
   /** Throws when the caller may no longer read what the stream shows. */
   recheck?: () => Promise<void>;
 }
-
-/**
- * How long a client cut off for not reading keeps its connection, so that the
- * end of the stream (the websocket's 4008 close with its resume revisions)
- * reaches it once it reads again; bounded, so one that never does is freed.
- */
-export const SLOW_CONSUMER_DRAIN_MS = 20_000;
 
 /** The `error` message of the watch protocols (websocket and SSE); `id` names the subscription that ended. */
 export function watchErrorMessage(err: WatchError, id?: string): Record<string, unknown> {
@@ -106,9 +99,7 @@ export class SseStream {
     raw.write(chunk);
     if (raw.writableLength > this.opts.maxBufferedBytes) {
       this.end();
-      // The end waits behind what is buffered; a client that does not read
-      // again within the grace period is dropped, freeing the buffer.
-      setTimeout(() => raw.destroy(), SLOW_CONSUMER_DRAIN_MS).unref();
+      dropUnlessDrained(() => raw.destroy());
     }
   }
 
