@@ -5,30 +5,21 @@
 // as grpc-gateway frames them (one `{"result":...}` + "\n" per write) and
 // also answer a websocket on the same path, as etcd's websocket proxy does
 // (src/v3/streams.ts). Errors are etcd's error body, not problem+json.
-import { status as GrpcStatus, type ClientDuplexStream, type ClientReadableStream } from '@grpc/grpc-js';
-import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, ISnapshotResponse } from 'etcd3';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { isUtf8 } from 'node:buffer';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
 import { refuseExpiredStream } from '../auth/expiry.js';
-import { isOwnerRecord, type LeaseOwnerGuard } from '../auth/lease-owners.js';
 import { checkOrigin } from '../auth/origin.js';
-import { guardedPut, txnGuard } from '../auth/txn-guard.js';
-import { campaign, proclaim, resign } from '../concurrency/election.js';
-import { acquire } from '../concurrency/mutex.js';
-import { DEFAULT_TTL, GrantedLeases, revokeQuietly, sessionDeps } from '../concurrency/session.js';
-import { Waits, type WaitClient } from '../concurrency/wait.js';
-import type { EtcdScope } from '../etcd/connection.js';
-import { Problem } from '../errors.js';
-import { errorBody, etcdRefusal, etcdRefused, streamError, useV3Errors } from '../v3/errors.js';
-import { leaseHex, num, prefixEnd } from '../kv/codec.js';
-import { SortOrder, SortTarget } from 'etcd3';
-import { V3Error, decodeMessage, encodeMessage, parseBody, parseJson } from '../v3/protojson.js';
-import { observeStream, utf8Name } from '../v3/observe.js';
-import { httpRequests, httpSink, wsRequests, wsSink, type ChunkSink, type RequestSource } from '../v3/streams.js';
-import { watchStream } from '../v3/watch.js';
+import type { WaitClient } from '../concurrency/wait.js';
 import { registerStream, type WatchClientHandle } from '../plugins/watch-hub.js';
+import { errorBody, streamError, useV3Errors } from '../v3/errors.js';
+import { observeStream } from '../v3/observe.js';
+import { decodeMessage, encodeMessage, parseBody, parseJson, V3Error } from '../v3/protojson.js';
+import { keepAliveStream, snapshotStream } from '../v3/relay.js';
+import { httpRequests, httpSink, wsRequests, wsSink, type ChunkSink, type RequestSource } from '../v3/streams.js';
+import { ADMIN_UNARY, capRange, concurrencyRoutes, guardOf, UNARY, type UnaryRoute } from '../v3/unary.js';
+import { watchStream } from '../v3/watch.js';
 
 export interface V3RoutesOptions {
   /** Longest request line a stream accepts (the body limit of unary calls). */
@@ -43,141 +34,6 @@ export interface V3RoutesOptions {
   maxWatches: number;
   /** Browser origins allowed besides the gateway's own (CORS_ORIGINS). */
   corsOrigins: string[];
-}
-
-/** `from`: the HTTP request, for the caller's lease ownership and the txn guard (src/auth/txn-guard.ts). */
-type Call = (etcd: EtcdScope, req: Record<string, unknown>, from: FastifyRequest) => Promise<unknown>;
-
-interface UnaryRoute {
-  paths: string[];
-  request: string;
-  response: string;
-  call: Call;
-}
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
-const r = (req: Record<string, unknown>) => req as any;
-
-// etcd's path table (api/etcdserverpb/rpc.proto http rules).
-const UNARY: UnaryRoute[] = [
-  { paths: ['kv/range'], request: 'RangeRequest', response: 'RangeResponse', call: (e, q) => e.kv.range(r(q)) },
-  { paths: ['kv/put'], request: 'PutRequest', response: 'PutResponse', call: (e, q, from) => etcdRefusal(guardedPut(e, guardOf(from), r(q))) },
-  { paths: ['kv/deleterange'], request: 'DeleteRangeRequest', response: 'DeleteRangeResponse', call: (e, q) => e.kv.deleteRange(r(q)) },
-  {
-    paths: ['kv/txn'],
-    request: 'TxnRequest',
-    response: 'TxnResponse',
-    call: async (e, q, from) => {
-      await etcdRefusal(guardOf(from)?.txn(r(q)));
-      return e.kv.txn(r(q));
-    },
-  },
-
-  // Lease ownership as in /v1 (src/auth/lease-owners.ts): the grant records
-  // the caller; another subject's revoke, and its time to live with keys, are refused.
-  {
-    paths: ['lease/grant'],
-    request: 'LeaseGrantRequest',
-    response: 'LeaseGrantResponse',
-    call: async (e, q, from) => {
-      const res = await e.lease.leaseGrant(r(q));
-      await guardOf(from)?.owners.record(String(res.ID));
-      return res;
-    },
-  },
-  {
-    paths: ['lease/revoke', 'kv/lease/revoke'],
-    request: 'LeaseRevokeRequest',
-    response: 'LeaseRevokeResponse',
-    call: async (e, q, from) => {
-      const owners = guardOf(from)?.owners;
-      const id = String(q.ID ?? '0');
-      await etcdRefusal(owners?.check(id));
-      const revoke = () => e.lease.leaseRevoke(r(q));
-      return owners ? owners.revoke(id, revoke) : revoke();
-    },
-  },
-  {
-    paths: ['lease/timetolive', 'kv/lease/timetolive'],
-    request: 'LeaseTimeToLiveRequest',
-    response: 'LeaseTimeToLiveResponse',
-    call: async (e, q, from) => {
-      if (q.keys === true) await etcdRefusal(guardOf(from)?.owners.check(String(q.ID ?? '0')));
-      const res = await e.lease.leaseTimeToLive(r(q));
-      if (res.keys) res.keys = res.keys.filter((k) => !isOwnerRecord(k));
-      return res;
-    },
-  },
-];
-
-// Root only: registered by v3AdminRoutes in the admin scope (src/auth/admin.ts).
-const ADMIN_UNARY: UnaryRoute[] = [
-  { paths: ['kv/compaction'], request: 'CompactionRequest', response: 'CompactionResponse', call: (e, q) => e.kv.compact(r(q)) },
-  { paths: ['lease/leases', 'kv/lease/leases'], request: 'LeaseLeasesRequest', response: 'LeaseLeasesResponse', call: (e) => e.lease.leaseLeases() },
-
-  { paths: ['cluster/member/add'], request: 'MemberAddRequest', response: 'MemberAddResponse', call: (e, q) => e.cluster.memberAdd(r(q)) },
-  { paths: ['cluster/member/remove'], request: 'MemberRemoveRequest', response: 'MembersResponse', call: (e, q) => e.cluster.memberRemove(r(q)) },
-  { paths: ['cluster/member/update'], request: 'MemberUpdateRequest', response: 'MembersResponse', call: (e, q) => e.cluster.memberUpdate(r(q)) },
-  { paths: ['cluster/member/list'], request: 'MemberListRequest', response: 'MembersResponse', call: (e, q) => e.cluster.memberList(r(q)) },
-  { paths: ['cluster/member/promote'], request: 'MemberPromoteRequest', response: 'MembersResponse', call: (e, q) => e.cluster.memberPromote(r(q)) },
-
-  { paths: ['maintenance/alarm'], request: 'AlarmRequest', response: 'AlarmResponse', call: (e, q) => e.maintenance.alarm(r(q)) },
-  { paths: ['maintenance/status'], request: 'Empty', response: 'StatusResponse', call: (e) => e.maintenance.status() },
-  { paths: ['maintenance/defragment'], request: 'Empty', response: 'HeaderOnly', call: (e) => e.maintenance.defragment() },
-  { paths: ['maintenance/hash'], request: 'HashRequest', response: 'HashResponse', call: (e) => e.maintenance.hash() },
-  { paths: ['maintenance/hashkv'], request: 'HashKVRequest', response: 'HashKVResponse', call: (e, q) => e.exec('Maintenance', 'hashKv', q) },
-  // (grpc-js names the method hashKv; etcd3's hashKV() asks for one that does not exist.)
-  {
-    paths: ['maintenance/transfer-leadership'],
-    request: 'MoveLeaderRequest',
-    response: 'HeaderOnly',
-    call: (e, q) => e.maintenance.moveLeader(r(q)),
-  },
-  { paths: ['maintenance/downgrade'], request: 'DowngradeRequest', response: 'DowngradeResponse', call: (e, q) => e.maintenance.downgrade(r(q)) },
-
-  { paths: ['auth/enable'], request: 'Empty', response: 'HeaderOnly', call: (e) => e.auth.authEnable() },
-  { paths: ['auth/disable'], request: 'Empty', response: 'HeaderOnly', call: (e) => e.auth.authDisable() },
-  { paths: ['auth/status'], request: 'Empty', response: 'AuthStatusResponse', call: (e) => e.auth.authStatus() },
-  { paths: ['auth/user/add'], request: 'AuthUserAddRequest', response: 'HeaderOnly', call: (e, q) => e.auth.userAdd(r(q)) },
-  { paths: ['auth/user/get'], request: 'AuthUserNameRequest', response: 'AuthUserGetResponse', call: (e, q) => e.auth.userGet(r(q)) },
-  { paths: ['auth/user/list'], request: 'Empty', response: 'AuthUserListResponse', call: (e) => e.auth.userList() },
-  { paths: ['auth/user/delete'], request: 'AuthUserNameRequest', response: 'HeaderOnly', call: (e, q) => e.auth.userDelete(r(q)) },
-  {
-    paths: ['auth/user/changepw'],
-    request: 'AuthUserChangePasswordRequest',
-    response: 'HeaderOnly',
-    call: (e, q) => e.auth.userChangePassword(r(q)),
-  },
-  { paths: ['auth/user/grant'], request: 'AuthUserGrantRoleRequest', response: 'HeaderOnly', call: (e, q) => e.auth.userGrantRole(r(q)) },
-  { paths: ['auth/user/revoke'], request: 'AuthUserRevokeRoleRequest', response: 'HeaderOnly', call: (e, q) => e.auth.userRevokeRole(r(q)) },
-  { paths: ['auth/role/add'], request: 'AuthRoleAddRequest', response: 'HeaderOnly', call: (e, q) => e.auth.roleAdd(r(q)) },
-  { paths: ['auth/role/get'], request: 'AuthRoleRequest', response: 'AuthRoleGetResponse', call: (e, q) => e.auth.roleGet(r(q)) },
-  { paths: ['auth/role/list'], request: 'Empty', response: 'AuthRoleListResponse', call: (e) => e.auth.roleList() },
-  { paths: ['auth/role/delete'], request: 'AuthRoleRequest', response: 'HeaderOnly', call: (e, q) => e.auth.roleDelete(r(q)) },
-  {
-    paths: ['auth/role/grant'],
-    request: 'AuthRoleGrantPermissionRequest',
-    response: 'HeaderOnly',
-    call: (e, q) => e.auth.roleGrantPermission(r(q)),
-  },
-  {
-    paths: ['auth/role/revoke'],
-    request: 'AuthRoleRevokePermissionRequest',
-    response: 'HeaderOnly',
-    call: (e, q) => e.auth.roleRevokePermission(r(q)),
-  },
-];
-
-/**
- * A range reads at most LIST_MAX_KEYS keys (no limit, or a larger one, is
- * the cap); etcd's own `more: true` tells the client there is more.
- */
-function capRange(route: UnaryRoute, request: Record<string, unknown>, listMaxKeys: number): Record<string, unknown> {
-  if (route.request === 'RangeRequest') {
-    const limit = BigInt((request.limit as string | undefined) ?? 0);
-    if (limit === 0n || limit > BigInt(listMaxKeys)) request.limit = String(listMaxKeys);
-  }
-  return request;
 }
 
 /** Both prefixes etcd serves: `/v3/`, and `/v3beta/` which etcd rewrites to it. */
@@ -229,7 +85,7 @@ export async function v3PublicRoutes(app: FastifyInstance, opts: V3PublicOptions
   const authenticate = async (req: FastifyRequest, request: Record<string, unknown>) => {
     // Every password check, whoever issues the token: each is a bcrypt in etcd.
     await app.limitPasswordChecks(req, String(request.name ?? ''));
-    if (!app.authEnabled) return encodeMessage('AuthenticateResponse', await app.etcd.auth.authenticate(r(request)));
+    if (!app.authEnabled) return encodeMessage('AuthenticateResponse', await app.etcd.auth.authenticate(request as Parameters<typeof app.etcd.auth.authenticate>[0]));
     const name = String(request.name ?? '');
     if (!app.issueToken) throw new V3Error(GrpcStatus.UNIMPLEMENTED, 'token exchange needs AUTH_JWT_SECRET or AUTH_JWT_PRIVATE_KEY_FILE');
     const started = Date.now();
@@ -341,122 +197,7 @@ export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptio
     acceptAnyBody(unary, opts.bodyLimit);
     unaryRoutes(unary, UNARY, opts.bodyLimit, opts.listMaxKeys);
 
-    // etcd's v3lock and v3election services, on the same keys
-    // (`<name>/<lease %x>`) and lines as etcdctl lock / elect and the
-    // gateway's /v1/locks and /v1/elections. Lock and campaign wait until
-    // held or won; a request without a lease gets one the gateway grants and
-    // keeps alive while waiting, as etcd's server-side session does. A wait
-    // ends, leaving nothing behind, when its client goes away.
-    // The shared session code words an unknown lease its own way; etcd's text here.
-    const etcdLeaseError = (err: unknown): unknown =>
-      err instanceof Problem && err.code === 'lease_not_found' ? new V3Error(GrpcStatus.NOT_FOUND, 'etcdserver: requested lease not found') : etcdRefused(err);
-    // etcd's election errors are plain Go errors (gRPC Unknown, HTTP 500) with these texts.
-    const electionError = (err: unknown): unknown => {
-      const code = err instanceof Problem ? err.code : undefined;
-      if (code === 'election_no_leader') return new V3Error(GrpcStatus.UNKNOWN, 'election: no leader');
-      if (code === 'election_not_leader' || code === 'not_a_candidate' || code === 'invalid_key') return new V3Error(GrpcStatus.UNKNOWN, 'election: not leader');
-      return err;
-    };
-    const lockDeps = (req: FastifyRequest) => sessionDeps(app.etcd, req, opts.timeoutMs);
-    const granted = new GrantedLeases();
-    const waits = new Waits(unary);
-    const leaseChoice = (request: Record<string, unknown>) => {
-      const lease = request.lease as string | undefined;
-      return lease && lease !== '0' ? { lease: leaseHex(lease)! } : { ttl: DEFAULT_TTL };
-    };
-    const leaderKey = (request: Record<string, unknown>) => {
-      const l = (request.leader as Record<string, unknown> | undefined) ?? {};
-      const name = (l.name as Buffer | undefined) ?? Buffer.alloc(0);
-      const key = (l.key as Buffer | undefined) ?? Buffer.alloc(0);
-      if (!isUtf8(name) || !isUtf8(key)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names and keys must be valid UTF-8 here');
-      return { name: name.toString('utf8'), key: key.toString('utf8'), rev: l.rev === undefined ? undefined : num(l.rev as string) };
-    };
-    type Client = FastifyReply | WaitClient;
-    const CONCURRENCY: { path: string; request: string; call: (req: FastifyRequest, request: Record<string, unknown>, client: Client) => Promise<unknown> }[] = [
-      {
-        path: 'lock/lock',
-        request: 'LockRequest',
-        call: async (req, request, client) => {
-          const name = (request.name as Buffer | undefined) ?? Buffer.alloc(0);
-          if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'lock names must be valid UTF-8 here');
-          const held = await waits
-            .run(
-              client,
-              // etcd's Lock has no timeout of its own: it waits until held or the client leaves.
-              { onTimeout: () => new Problem(504, 'lock_timeout', 'the lock was not acquired in time') },
-              (scope) => acquire(lockDeps(req), granted, name.toString('utf8'), leaseChoice(request), scope),
-            )
-            .catch((err: unknown) => {
-              throw etcdLeaseError(err);
-            });
-          return encodeMessage('LockResponse', { header: held.header, key: Buffer.from(held.key) });
-        },
-      },
-      {
-        path: 'lock/unlock',
-        request: 'UnlockRequest',
-        call: async (req, request) => {
-          const key = (request.key as Buffer | undefined) ?? Buffer.alloc(0);
-          // etcd's Unlock is a plain delete of the key, with no error when it is gone.
-          const res = await req.etcd.kv.deleteRange({ key });
-          const ownLease = granted.take(key.toString('utf8'));
-          if (ownLease) await revokeQuietly(lockDeps(req), ownLease);
-          return encodeMessage('HeaderOnly', res);
-        },
-      },
-      {
-        path: 'election/campaign',
-        request: 'CampaignRequest',
-        call: async (req, request, client) => {
-          const name = utf8Name(request.name);
-          const won = await waits
-            .run(
-              client,
-              { onTimeout: () => new Problem(504, 'campaign_timeout', 'the campaign did not win in time') },
-              (scope) => campaign(lockDeps(req), granted, name, (request.value as Buffer | undefined) ?? Buffer.alloc(0), leaseChoice(request), scope),
-            )
-            .catch((err: unknown) => {
-              throw etcdLeaseError(err);
-            });
-          const leader = { name: Buffer.from(name), key: Buffer.from(won.key), rev: String(won.revision), lease: won.lease ? BigInt.asIntN(64, BigInt(`0x${won.lease}`)).toString() : '0' };
-          return encodeMessage('CampaignResponse', { header: won.header, leader });
-        },
-      },
-      {
-        path: 'election/leader',
-        request: 'LeaderRequest',
-        call: async (req, request) => {
-          const pfx = Buffer.from(`${utf8Name(request.name)}/`);
-          // The leader is the candidate created first, as etcd's Leader reads it.
-          const res = await req.etcd.kv.range({ key: pfx, range_end: prefixEnd(pfx), sort_order: SortOrder.Ascend, sort_target: SortTarget.Create, limit: 1 });
-          if (res.kvs.length === 0) throw new V3Error(GrpcStatus.UNKNOWN, 'election: no leader');
-          return encodeMessage('LeaderResponse', { header: res.header, kv: res.kvs[0] });
-        },
-      },
-      {
-        path: 'election/proclaim',
-        request: 'ProclaimRequest',
-        call: async (req, request) => {
-          const l = leaderKey(request);
-          const res = await proclaim(req.etcd, l.name, l.key, l.rev, (request.value as Buffer | undefined) ?? Buffer.alloc(0)).catch((err: unknown) => {
-            throw electionError(err);
-          });
-          return encodeMessage('HeaderOnly', res);
-        },
-      },
-      {
-        path: 'election/resign',
-        request: 'ResignRequest',
-        call: async (req, request) => {
-          const l = leaderKey(request);
-          const res = await resign(lockDeps(req), granted, l.name, l.key, l.rev).catch((err: unknown) => {
-            throw electionError(err);
-          });
-          return encodeMessage('HeaderOnly', res);
-        },
-      },
-    ];
-    for (const route of CONCURRENCY) {
+    for (const route of concurrencyRoutes(unary, opts.timeoutMs)) {
       for (const prefix of PREFIXES) {
         const url = `${prefix}${route.path}`;
         unary.post(url, { schema: schema(`etcd ${route.path} (etcd's /v3 JSON protocol)`, prefix) }, async (req, reply) =>
@@ -538,106 +279,3 @@ function socketClient(socket: WebSocket, request: FastifyRequest): WaitClient {
 }
 
 type StreamHandler = (req: FastifyRequest, requests: RequestSource, sink: ChunkSink) => void | { recheck(): void };
-
-function guardOf(req: FastifyRequest) {
-  return txnGuard(req.server.etcd, req);
-}
-
-/**
- * /v3/lease/keepalive: each request line is sent to etcd's keep-alive stream,
- * each answer comes back. With authentication on, each request first passes
- * the owner check, in order; another subject's lease ends the stream with
- * PermissionDenied, as an etcd stream ends on its first error.
- */
-function keepAliveStream(req: FastifyRequest, requests: RequestSource, sink: ChunkSink, owners?: LeaseOwnerGuard): void {
-  let upstream: ClientDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | undefined;
-  // Requests that came before etcd's stream was open.
-  const early: Record<string, unknown>[] = [];
-  let ended = false;
-  let done = false;
-  const finish = (err?: unknown) => {
-    if (done) return;
-    done = true;
-    if (err !== undefined) sink.send(streamError(err));
-    sink.end();
-    upstream?.cancel();
-  };
-  sink.onClose(() => finish());
-  // With owners to check, each request (and the end) waits for the checks of those before it: etcd sees them in order.
-  let checked = Promise.resolve();
-  const inOrder = (check: (() => Promise<unknown>) | undefined, then: () => void) => {
-    if (!owners) return then();
-    checked = checked
-      .then(async () => {
-        if (!done) await check?.();
-        if (!done) then();
-      })
-      .catch((err: unknown) => finish(etcdRefused(err)));
-  };
-  // Listening starts at once: a websocket's first messages may come before etcd answers.
-  requests({
-    message: (line) => {
-      let request: Record<string, unknown>;
-      try {
-        request = decodeMessage('LeaseKeepAliveRequest', parseJson(line));
-      } catch (err) {
-        return finish(err);
-      }
-      inOrder(
-        () => owners!.check(String(request.ID ?? '0')),
-        () => {
-          if (upstream) upstream.write(request as never);
-          else early.push(request);
-        },
-      );
-    },
-    end: () =>
-      inOrder(undefined, () => {
-        ended = true;
-        upstream?.end();
-      }),
-    error: (err) => finish(err),
-  });
-  req.etcd.lease.leaseKeepAlive().then(
-    (stream) => {
-      const s = stream as unknown as ClientDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
-      if (done) return void s.cancel();
-      upstream = s;
-      s.on('data', (r) => sink.send({ result: encodeMessage('LeaseKeepAliveResponse', r) }));
-      s.on('error', (err) => finish(err));
-      s.on('end', () => finish());
-      for (const request of early.splice(0)) s.write(request as never);
-      if (ended) s.end();
-    },
-    (err: unknown) => finish(err),
-  );
-}
-
-/** /v3/maintenance/snapshot: etcd's snapshot chunks, paced by the client's reading. */
-function snapshotStream(req: FastifyRequest, requests: RequestSource, sink: ChunkSink, opts: V3RoutesOptions): void {
-  // The request is empty; its body is read and ignored.
-  requests({ message: () => undefined, end: () => undefined, error: () => undefined });
-  // As etcd's gateway: from whichever member, with or without a leader.
-  let s: ClientReadableStream<ISnapshotResponse>;
-  try {
-    s = req.etcd.serverStream<ISnapshotResponse>('Maintenance', 'snapshot', {}).stream;
-  } catch (err) {
-    sink.send(streamError(err));
-    sink.end();
-    return;
-  }
-  sink.onClose(() => s.cancel());
-  s.on('data', (r) => {
-    sink.send({ result: encodeMessage('SnapshotResponse', r) });
-    // Backpressure: pause etcd's stream while the client drains.
-    if (sink.buffered > opts.maxBufferedBytes) {
-      s.pause();
-      sink.onDrain(() => s.resume());
-    }
-  });
-  s.on('error', (err) => {
-    sink.send(streamError(err));
-    sink.end();
-  });
-  s.on('end', () => sink.end());
-}
