@@ -6,8 +6,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { AlarmAction, AlarmType, type IAlarmResponse, type IMember, type IRangeResponse, type IStatusResponse } from 'etcd3';
 import { Type } from 'typebox';
 import type { EtcdCallOptions, MemberResult } from '../etcd/connection.js';
-import { Problem, toProblem, type GrpcLikeError } from '../errors.js';
+import { Problem } from '../errors.js';
 import { idFromHex, idHex, num } from '../kv/codec.js';
+import { probeError } from '../maintenance/probe.js';
 import { MemberAddBody, MemberParams, MemberUpdateBody } from '../schemas/cluster.js';
 import { errorResponses } from '../schemas/common.js';
 
@@ -17,9 +18,6 @@ export interface ClusterRoutesOptions {
 }
 
 const memberNotFound = (id: string) => new Problem(404, 'member_not_found', `no member has the ID ${id}`);
-
-/** A member's failure in a per-member report: the error table's text, never grpc-js's (which names addresses). */
-export const probeError = (err: GrpcLikeError | undefined) => (err ? toProblem(err).message : 'unknown error');
 
 function memberJson(m: IMember) {
   return {

@@ -15,7 +15,7 @@ import { errorResponses } from '../schemas/common.js';
 import { CheckPerfBody, CompactionBody, EndpointQuery, HashKvQuery, MoveLeaderBody } from '../schemas/maintenance.js';
 import { CHECK_PERF_ALIASES, checkPerf } from '../maintenance/check-perf.js';
 import { Waits } from '../concurrency/wait.js';
-import { probeError } from './cluster.js';
+import { probeError } from '../maintenance/probe.js';
 
 export interface MaintenanceRoutesOptions {
   /** Deadline of ordinary etcd calls. */
