@@ -150,7 +150,6 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       heartbeatMs: config.WATCH_HEARTBEAT_MS,
       listMaxKeys: config.LIST_MAX_KEYS,
       requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
-      corsOrigins,
     });
     await api.register(txnRoutes, { listMaxKeys: config.LIST_MAX_KEYS });
     await api.register(leaseRoutes, { timeoutMs: config.REQUEST_TIMEOUT_MS });
@@ -168,7 +167,6 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       timeoutMs: config.REQUEST_TIMEOUT_MS,
       listMaxKeys: config.LIST_MAX_KEYS,
       maxWatches: config.WATCH_MAX_SUBSCRIPTIONS,
-      corsOrigins,
     };
     // Admin scope, inside the protected one so that its hook runs after
     // authentication: every admin route of /v1 and /v3 is registered here

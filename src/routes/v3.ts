@@ -10,7 +10,6 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
 import { refuseExpiredStream } from '../auth/expiry.js';
-import { checkOrigin } from '../auth/origin.js';
 import type { WaitClient } from '../concurrency/wait.js';
 import { registerStream, type WatchClientHandle } from '../plugins/watch-hub.js';
 import { errorBody, streamError, useV3Errors } from '../v3/errors.js';
@@ -32,8 +31,6 @@ export interface V3RoutesOptions {
   listMaxKeys: number;
   /** Most watches on one /v3/watch stream (WATCH_MAX_SUBSCRIPTIONS). */
   maxWatches: number;
-  /** Browser origins allowed besides the gateway's own (CORS_ORIGINS). */
-  corsOrigins: string[];
 }
 
 /** Both prefixes etcd serves: `/v3/`, and `/v3beta/` which etcd rewrites to it. */
@@ -141,14 +138,6 @@ function unaryOverWebsocket(socket: WebSocket, maxBytes: number, call: (line: st
   });
 }
 
-/** What every protected /v3 scope shares: etcd's error body, and browsers held to the allowed origins. */
-function v3Protocol(app: FastifyInstance, opts: V3RoutesOptions): void {
-  useV3Errors(app);
-  // Any Content-Type is accepted, so a browser page could POST here without
-  // CORS asking first: only the gateway's own and the listed origins may.
-  app.addHook('onRequest', async (req) => checkOrigin(req, opts.corsOrigins, 'a /v3 call'));
-}
-
 /** Unary calls: the body is the request message, whatever Content-Type the client sent (some send none, some form-encoded). */
 function acceptAnyBody(unary: FastifyInstance, bodyLimit: number): void {
   unary.removeAllContentTypeParsers();
@@ -181,7 +170,7 @@ function unaryRoutes(unary: FastifyInstance, routes: UnaryRoute[], bodyLimit: nu
  * (src/auth/admin.ts), whose refusal is answered here in etcd's words.
  */
 export async function v3AdminRoutes(app: FastifyInstance, opts: V3RoutesOptions): Promise<void> {
-  v3Protocol(app, opts);
+  useV3Errors(app);
   await app.register(async (unary) => {
     acceptAnyBody(unary, opts.bodyLimit);
     unaryRoutes(unary, ADMIN_UNARY, opts.bodyLimit, opts.listMaxKeys);
@@ -192,7 +181,7 @@ export async function v3AdminRoutes(app: FastifyInstance, opts: V3RoutesOptions)
 }
 
 export default async function v3Routes(app: FastifyInstance, opts: V3RoutesOptions): Promise<void> {
-  v3Protocol(app, opts);
+  useV3Errors(app);
   await app.register(async (unary) => {
     acceptAnyBody(unary, opts.bodyLimit);
     unaryRoutes(unary, UNARY, opts.bodyLimit, opts.listMaxKeys);
