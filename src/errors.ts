@@ -2,6 +2,7 @@
 // details, and the table from etcd/gRPC errors to problem codes and statuses.
 // Route handlers never render errors; they throw, and the error handler in
 // src/plugins/errors.ts renders whatever reaches it through toProblem().
+import { STATUS_CODES } from 'node:http';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
 export const PROBLEM_TYPE_PREFIX = 'urn:etcd-gateway:problem:';
@@ -36,7 +37,7 @@ export class Problem extends Error {
     this.name = 'Problem';
     this.status = status;
     this.code = code;
-    this.title = opts.title ?? defaultTitle(status);
+    this.title = opts.title ?? reasonPhrase(status);
     this.extra = opts.extra ?? {};
     this.headers = opts.headers ?? {};
   }
@@ -53,30 +54,10 @@ export class Problem extends Error {
   }
 }
 
-const TITLES: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  406: 'Not Acceptable',
-  409: 'Conflict',
-  410: 'Gone',
-  412: 'Precondition Failed',
-  413: 'Content Too Large',
-  415: 'Unsupported Media Type',
-  421: 'Misdirected Request',
-  426: 'Upgrade Required',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  501: 'Not Implemented',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-  507: 'Insufficient Storage',
-};
-
-function defaultTitle(status: number): string {
-  return TITLES[status] ?? (status >= 500 ? 'Server Error' : 'Client Error');
+/** HTTP reason phrases from node:http; 413 by its RFC 9110 name, which Node still spells the RFC 7231 way. */
+export function reasonPhrase(status: number): string {
+  if (status === 413) return 'Content Too Large';
+  return STATUS_CODES[status] ?? (status >= 500 ? 'Server Error' : 'Client Error');
 }
 
 export const badRequest = (detail: string, code = 'bad_request', extra?: Record<string, unknown>) =>
