@@ -1,22 +1,17 @@
+// The /v1 watch routes: the websocket (its protocol in src/watch/websocket.ts)
+// and Server-Sent Events (src/watch/sse.ts); long-poll is ?wait on /v1/kv.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { Compile } from 'typebox/compile';
 import { Problem, toProblem } from '../errors.js';
-import { leaseHex, num } from '../kv/codec.js';
-import { keyRange, rangeOf } from '../kv/range.js';
+import { keyRange } from '../kv/range.js';
 import { errorResponses, isSet } from '../schemas/common.js';
 import { KeyParams } from '../schemas/kv.js';
-import { SseWatchQuery, WatchClientMessage, type WatchObserve, type WatchSubscribe } from '../schemas/watch.js';
-import { electionPrefix } from '../concurrency/election.js';
-import { followLeader, leaderMessage } from '../watch/leader.js';
-import { leaseOwnerGuard } from '../auth/lease-owners.js';
-import { keepAliveOnce, leaseIdToEtcd } from '../kv/lease.js';
-import { eventsJson, type EventBatch, type WatchEventJson } from '../watch/events.js';
+import { SseWatchQuery } from '../schemas/watch.js';
+import { eventsJson, type WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
-import { SseStream, watchErrorMessage } from '../watch/sse.js';
-import { checkOrigin } from '../auth/origin.js';
-import { dropUnlessDrained, registerStream } from '../watch/lifecycle.js';
+import { SseStream } from '../watch/sse.js';
+import { WatchSocket } from '../watch/websocket.js';
 
 export interface WatchRoutesOptions {
   maxSubscriptions: number;
@@ -24,20 +19,6 @@ export interface WatchRoutesOptions {
   heartbeatMs: number;
   listMaxKeys: number;
   requestTimeoutMs: number;
-  /** Browser origins allowed to open a websocket besides the gateway's own. */
-  corsOrigins: string[];
-}
-
-/** Close codes of the websocket protocol (4000-4999 are the application's). */
-export const CLOSE_SLOW_CONSUMER = 4008;
-export const CLOSE_GOING_AWAY = 1001;
-export const CLOSE_TOKEN_EXPIRED = 4001;
-
-const checkClientMessage = Compile(WatchClientMessage);
-
-function problemToWatchError(err: unknown): WatchError {
-  const p = toProblem(err);
-  return { status: p.status, code: p.code, message: p.message };
 }
 
 const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, opts) => {
@@ -52,7 +33,6 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
   app.route({
     method: 'GET',
     url: '/v1/watch',
-    onRequest: async (req) => checkOrigin(req, opts.corsOrigins),
     // Documented by hand in src/plugins/openapi.ts (OpenAPI cannot model the stream).
     schema: { hide: true },
     handler: async () => {
@@ -60,196 +40,13 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
     },
     wsHandler: (socket, req) => {
       if (!app.streamCaps.acquireSocket(socket, req)) return;
-      type SubState = { resume: number | undefined; close: (() => void) | undefined; range?: { key: Buffer; rangeEnd: Buffer } };
-      const subs = new Map<string, SubState>();
-      const resume = () => {
-        const out: Record<string, number> = {};
-        for (const [id, s] of subs) if (s.resume !== undefined) out[id] = s.resume;
-        return out;
-      };
-      /** Ends one subscription with an error (permission revoked). */
-      const endSub = (id: string, err: WatchError) => {
-        const s = subs.get(id);
-        if (!s) return;
-        subs.delete(id);
-        s.close?.();
-        send(watchErrorMessage(err, id));
-      };
-      let cut = false;
-
-      /** Sends; false when the message could not go out (and never will). */
-      const send = (msg: Record<string, unknown> | string): boolean => {
-        if (cut || socket.readyState !== socket.OPEN) return false;
-        // A client that does not read must not grow our memory: cut it off,
-        // telling it where each subscription resumes.
-        if (socket.bufferedAmount > opts.maxBufferedBytes) {
-          cut = true;
-          socket.send(
-            JSON.stringify({ type: 'error', status: 503, code: 'slow_consumer', message: 'the client fell too far behind and was disconnected', resume: resume() }),
-          );
-          socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer: resume from the error message');
-          // Nothing more is queued after the error and the close frame.
-          dropUnlessDrained(() => socket.terminate());
-          teardown();
-          return false;
-        }
-        socket.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
-        return true;
-      };
-
-      const life = registerStream(clients, req.caller, {
-        shutdown: () => {
-          socket.send(JSON.stringify({ type: 'shutdown', resume: resume() }));
-          socket.close(CLOSE_GOING_AWAY, 'gateway shutting down');
-        },
-        recheck: () => {
-          for (const [id, s] of subs) {
-            if (!s.range) continue;
-            checkReadable(req.etcd.kv, s.range).catch((err) => endSub(id, problemToWatchError(err)));
-          }
-        },
-        // The socket lives no longer than the token that opened it.
-        expire: () => {
-          send({ type: 'error', status: 401, code: 'token_expired', message: 'the token expired: reconnect with a new one and resume', resume: resume() });
-          socket.close(CLOSE_TOKEN_EXPIRED, 'token expired');
-          teardown();
-        },
+      new WatchSocket(socket, req, {
+        context: watchContext(req),
+        maxSubscriptions: opts.maxSubscriptions,
+        maxBufferedBytes: opts.maxBufferedBytes,
+        heartbeatMs: opts.heartbeatMs,
+        requestTimeoutMs: opts.requestTimeoutMs,
       });
-      life.own(() => {
-        for (const s of subs.values()) s.close?.();
-        subs.clear();
-      });
-      const teardown = () => life.end();
-
-      /** A new subscription's place on the socket, or undefined (and an error sent) when it cannot have one. */
-      const reserve = (id: string, range?: SubState['range']): SubState | undefined => {
-        // Messages still arrive while a socket closes: nothing subscribes after the end.
-        if (life.ended) return undefined;
-        if (subs.has(id)) return void send(watchErrorMessage({ status: 409, code: 'duplicate_id', message: `subscription ${id} exists on this socket` }, id));
-        if (subs.size >= opts.maxSubscriptions) {
-          return void send(watchErrorMessage({ status: 429, code: 'too_many_subscriptions', message: `at most ${opts.maxSubscriptions} subscriptions per socket (WATCH_MAX_SUBSCRIPTIONS)` }, id));
-        }
-        const state: SubState = { resume: undefined, close: undefined, range };
-        subs.set(id, state);
-        return state;
-      };
-
-      const subscribe = async (m: WatchSubscribe) => {
-        const state = reserve(m.id);
-        if (!state) return;
-        const sink: TransportSink = {
-          created: (start) => {
-            state.resume = start;
-            send({ type: 'created', id: m.id, start_revision: start });
-          },
-          initial: (events, revision) => send({ type: 'events', id: m.id, revision, events, initial: true }),
-          synced: (revision) => send({ type: 'synced', id: m.id, revision }),
-          // The resume revision only moves past what actually went out.
-          events: (batch: EventBatch) => {
-            const msg = `{"type":"events","id":${JSON.stringify(m.id)},"revision":${batch.revision},"events":${eventsJson(batch)}}`;
-            if (send(msg)) state.resume = batch.revision + 1;
-          },
-          progress: (revision) => {
-            if (send({ type: 'progress', id: m.id, revision })) state.resume = revision + 1;
-          },
-          error: (err) => {
-            subs.delete(m.id);
-            send(watchErrorMessage(err, m.id));
-          },
-        };
-        try {
-          if (m.key !== undefined && m.key_base64 !== undefined) throw new Problem(400, 'invalid_option', 'use key or key_base64, not both');
-          const key = m.key_base64 !== undefined ? Buffer.from(m.key_base64, 'base64') : Buffer.from(m.key ?? '', 'utf8');
-          const rangeEnd = m.range_end_base64 !== undefined ? Buffer.from(m.range_end_base64, 'base64') : m.range_end !== undefined ? Buffer.from(m.range_end, 'utf8') : undefined;
-          const range = rangeOf(key, { prefix: m.prefix, fromKey: m.from_key, rangeEnd });
-          state.range = range;
-          const close = await openWatch(watchContext(req), {
-            range,
-            startRevision: m.start_revision,
-            prevKv: m.prev_kv,
-            filters: { noPut: m.filters?.includes('noput'), noDelete: m.filters?.includes('nodelete') },
-            progressNotify: m.progress_notify,
-            initial: m.initial,
-          }, sink);
-          // Unsubscribed (or the socket closed) while the initial state was read.
-          if (subs.get(m.id) !== state) close();
-          else state.close = close;
-        } catch (err) {
-          subs.delete(m.id);
-          send(watchErrorMessage(problemToWatchError(err), m.id));
-        }
-      };
-
-      // An election's leader (etcdctl elect -l), as the SSE observe sends it:
-      // `leader` now and at each change of leader or value, `no_leader` when
-      // the last candidate leaves. Each (re)subscription starts with the
-      // current state, so there is no revision to resume from.
-      const observe = async (m: WatchObserve) => {
-        const state = reserve(m.id, rangeOf(Buffer.from(electionPrefix(m.election)), { prefix: true }));
-        if (!state) return;
-        const sink: TransportSink = {
-          created: (start) => void send({ type: 'created', id: m.id, start_revision: start }),
-          ...followLeader((lead, revision) =>
-            send(lead ? { type: 'leader', id: m.id, ...leaderMessage(m.election, lead) } : { type: 'no_leader', id: m.id, name: m.election, revision }),
-          ),
-          progress: () => undefined,
-          error: (err) => {
-            subs.delete(m.id);
-            send(watchErrorMessage(err, m.id));
-          },
-        };
-        try {
-          const close = await openWatch(watchContext(req), { range: state.range!, initial: true }, sink);
-          if (subs.get(m.id) !== state) close();
-          else state.close = close;
-        } catch (err) {
-          subs.delete(m.id);
-          send(watchErrorMessage(problemToWatchError(err), m.id));
-        }
-      };
-
-      // Listeners are attached synchronously: messages that arrive during
-      // async work would otherwise be lost (@fastify/websocket README).
-      socket.on('message', (data, isBinary) => {
-        let msg: unknown;
-        try {
-          msg = isBinary ? undefined : JSON.parse(data.toString());
-        } catch {
-          msg = undefined;
-        }
-        if (!checkClientMessage.Check(msg)) {
-          const first = msg === undefined ? undefined : [...checkClientMessage.Errors(msg)][0];
-          return void send(watchErrorMessage({ status: 400, code: 'invalid_message', message: first ? `${first.instancePath || '/'} ${first.message}` : 'messages are JSON text' }, typeof (msg as { id?: unknown })?.id === 'string' ? (msg as { id: string }).id : undefined));
-        }
-        if (msg.type === 'subscribe') return void subscribe(msg);
-        if (msg.type === 'observe') return void observe(msg);
-        if (msg.type === 'unsubscribe') {
-          const s = subs.get(msg.id);
-          if (!s) return void send(watchErrorMessage({ status: 404, code: 'unknown_subscription', message: `no subscription ${msg.id}` }, msg.id));
-          subs.delete(msg.id);
-          s.close?.();
-          return void send({ type: 'canceled', id: msg.id });
-        }
-        Promise.resolve(leaseOwnerGuard(app.etcd, req)?.check(leaseIdToEtcd(msg.lease)))
-          .then(() => keepAliveOnce(req.etcd.lease, msg.lease, opts.requestTimeoutMs))
-          .then((res) => send({ type: 'keepalive', lease: leaseHex(res.ID) ?? msg.lease, ttl: num(res.TTL) }))
-          .catch((err) => send({ ...watchErrorMessage(problemToWatchError(err)), lease: msg.lease }));
-      });
-      socket.on('close', teardown);
-      socket.on('error', (err) => req.log.debug({ err }, 'websocket error'));
-
-      // Ping/pong: a peer that vanished without a close is noticed and dropped.
-      let alive = true;
-      socket.on('pong', () => (alive = true));
-      const pinger = setInterval(() => {
-        if (!alive) {
-          socket.terminate();
-          return;
-        }
-        alive = false;
-        socket.ping();
-      }, opts.heartbeatMs);
-      life.own(() => clearInterval(pinger));
     },
   });
 

@@ -19,6 +19,12 @@ export interface SseOptions {
   recheck?: () => Promise<void>;
 }
 
+/** A failure as the watch protocols tell it (through the one error table). */
+export function toWatchError(err: unknown): WatchError {
+  const p = toProblem(err);
+  return { status: p.status, code: p.code, message: p.message };
+}
+
 /** The `error` message of the watch protocols (websocket and SSE); `id` names the subscription that ended. */
 export function watchErrorMessage(err: WatchError, id?: string): Record<string, unknown> {
   return {
@@ -52,10 +58,7 @@ export class SseStream {
         this.reason ??= { status: 503, code: 'shutting_down', message: 'the gateway is shutting down' };
         this.end();
       },
-      recheck: () => void opts.recheck?.().catch((err) => {
-        const p = toProblem(err);
-        this.fail({ status: p.status, code: p.code, message: p.message });
-      }),
+      recheck: () => void opts.recheck?.().catch((err) => this.fail(toWatchError(err))),
       expire: () => this.fail({ status: 401, code: 'token_expired', message: 'the token expired' }),
     });
     const heartbeat = setInterval(() => this.write(': heartbeat\n\n'), opts.heartbeatMs);
