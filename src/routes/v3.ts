@@ -11,7 +11,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
 import { refuseExpiredStream } from '../auth/expiry.js';
 import type { WaitClient } from '../concurrency/wait.js';
-import { registerStream, type WatchClientHandle } from '../plugins/watch-hub.js';
 import { errorBody, streamError, useV3Errors } from '../v3/errors.js';
 import { observeStream } from '../v3/observe.js';
 import { decodeMessage, encodeMessage, parseBody, parseJson, V3Error } from '../v3/protojson.js';
@@ -19,6 +18,7 @@ import { keepAliveStream, snapshotStream } from '../v3/relay.js';
 import { httpRequests, httpSink, wsRequests, wsSink, type ChunkSink, type RequestSource } from '../v3/streams.js';
 import { ADMIN_UNARY, capRange, concurrencyRoutes, guardOf, UNARY, type UnaryRoute } from '../v3/unary.js';
 import { watchStream } from '../v3/watch.js';
+import { registerStream, type WatchClientHandle } from '../watch/lifecycle.js';
 
 export interface V3RoutesOptions {
   /** Longest request line a stream accepts (the body limit of unary calls). */
