@@ -59,7 +59,8 @@ const SORT_TARGET: Record<string, SortTarget> = {
   value: SortTarget.Value,
 };
 
-export interface ListOptions {
+/** The options of one etcd Range call: a listing's page or a transaction's get. */
+export interface RangeOptions {
   limit?: number;
   keys_only?: boolean;
   count_only?: boolean;
@@ -71,8 +72,41 @@ export interface ListOptions {
   max_create_revision?: number;
   min_mod_revision?: number;
   max_mod_revision?: number;
+}
+
+export interface ListOptions extends RangeOptions {
   separator?: string;
   cursor?: string;
+}
+
+function checkLimit(limit: number | undefined, maxKeys: number): void {
+  if (limit !== undefined && limit > maxKeys) throw badRequest(`limit must be at most ${maxKeys} (LIST_MAX_KEYS)`, 'limit_too_large');
+}
+
+const sortOrder = (opts: RangeOptions) => (opts.order === 'desc' ? SortOrder.Descend : opts.sort || opts.order ? SortOrder.Ascend : SortOrder.None);
+
+/**
+ * The Range request of a listing page or a transaction's get: unsorted unless
+ * asked, and never more than LIST_MAX_KEYS in one answer (`more` says when the
+ * range holds more).
+ */
+export function rangeRequest(range: KeyRange, opts: RangeOptions, maxKeys: number): IRangeRequest {
+  checkLimit(opts.limit, maxKeys);
+  return {
+    key: range.key,
+    range_end: range.rangeEnd,
+    limit: opts.count_only ? 0 : (opts.limit ?? maxKeys),
+    revision: opts.revision,
+    sort_order: sortOrder(opts),
+    sort_target: SORT_TARGET[opts.sort ?? 'key'],
+    serializable: opts.serializable,
+    keys_only: opts.keys_only,
+    count_only: opts.count_only,
+    min_create_revision: opts.min_create_revision,
+    max_create_revision: opts.max_create_revision,
+    min_mod_revision: opts.min_mod_revision,
+    max_mod_revision: opts.max_mod_revision,
+  };
 }
 
 export interface Listing {
@@ -121,14 +155,10 @@ export interface ListContext {
 }
 
 export async function list(ctx: ListContext, range: KeyRange, opts: ListOptions): Promise<Listing> {
-  if (opts.limit !== undefined && opts.limit > ctx.maxKeys) {
-    throw badRequest(`limit must be at most ${ctx.maxKeys} (LIST_MAX_KEYS)`, 'limit_too_large');
-  }
+  checkLimit(opts.limit, ctx.maxKeys);
   if (opts.separator !== undefined) return directory(ctx, range, opts);
-  const limit = opts.limit ?? ctx.maxKeys;
-  const target = SORT_TARGET[opts.sort ?? 'key']!;
-  const order = opts.order === 'desc' ? SortOrder.Descend : opts.sort || opts.order ? SortOrder.Ascend : SortOrder.None;
-  const keyOrdered = target === SortTarget.Key;
+  const order = sortOrder(opts);
+  const keyOrdered = SORT_TARGET[opts.sort ?? 'key'] === SortTarget.Key;
   let { key, rangeEnd } = range;
   let revision = opts.revision;
   if (opts.cursor !== undefined) {
@@ -141,21 +171,7 @@ export async function list(ctx: ListContext, range: KeyRange, opts: ListOptions)
     if (c.s !== undefined) key = bound;
     else rangeEnd = bound;
   }
-  const req: IRangeRequest = {
-    key,
-    range_end: rangeEnd,
-    limit: opts.count_only ? 0 : limit,
-    revision,
-    sort_order: order,
-    sort_target: target,
-    serializable: opts.serializable,
-    keys_only: opts.keys_only,
-    count_only: opts.count_only,
-    min_create_revision: opts.min_create_revision,
-    max_create_revision: opts.max_create_revision,
-    min_mod_revision: opts.min_mod_revision,
-    max_mod_revision: opts.max_mod_revision,
-  };
+  const req = rangeRequest({ key, rangeEnd }, { ...opts, revision }, ctx.maxKeys);
   const res = await ctx.kv.range(req);
   ctx.onHeader(res);
   // etcd's header carries the current revision even for a historical read.

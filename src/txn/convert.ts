@@ -6,8 +6,6 @@ import type { FastifySchemaValidationError } from 'fastify';
 import {
   CompareResult,
   CompareTarget,
-  SortOrder,
-  SortTarget,
   type ICompare,
   type IPutRequest,
   type IRangeRequest,
@@ -16,8 +14,8 @@ import {
   type ITxnRequest,
 } from 'etcd3';
 import { Problem, badRequest } from '../errors.js';
-import { kvToJson, num, type KeyValueJson } from '../kv/codec.js';
-import { rangeOf as keyRangeOf, type KeyRange } from '../kv/range.js';
+import { kvToJson, num, ZERO_KEY, type KeyValueJson } from '../kv/codec.js';
+import { rangeOf as keyRangeOf, rangeRequest, type KeyRange } from '../kv/range.js';
 import {
   MAX_TXN_OPS,
   type TxnCompareJson,
@@ -159,36 +157,10 @@ function toPut(operation: string, p: TxnPutJson): IPutRequest {
   };
 }
 
-const SORT_TARGETS = {
-  key: SortTarget.Key,
-  version: SortTarget.Version,
-  create: SortTarget.Create,
-  mod: SortTarget.Mod,
-  value: SortTarget.Value,
-} as const;
-
 function toRange(operation: string, g: TxnGetJson, ctx: TxnContext): IRangeRequest {
   const { key, rangeEnd } = rangeOf(operation, g);
-  if (g.limit !== undefined && g.limit > ctx.maxKeys) {
-    throw opProblem(operation, `limit must be at most ${ctx.maxKeys} (LIST_MAX_KEYS)`, 'limit_too_large');
-  }
-  // As in a listing: unsorted unless asked, and never more than LIST_MAX_KEYS
-  // in one answer (`more` says when the range holds more).
-  const order = g.order === 'desc' ? SortOrder.Descend : g.sort || g.order ? SortOrder.Ascend : SortOrder.None;
-  return {
-    key,
-    range_end: rangeEnd,
-    limit: g.count_only ? 0 : (g.limit ?? ctx.maxKeys),
-    revision: g.revision,
-    sort_order: order,
-    sort_target: SORT_TARGETS[g.sort ?? 'key'],
-    keys_only: g.keys_only,
-    count_only: g.count_only,
-    min_create_revision: g.min_create_revision,
-    max_create_revision: g.max_create_revision,
-    min_mod_revision: g.min_mod_revision,
-    max_mod_revision: g.max_mod_revision,
-  };
+  // As in a listing (an empty range_end is a single key in a Range, unlike in a Compare).
+  return at(operation, () => rangeRequest({ key, rangeEnd: rangeEnd ?? Buffer.alloc(0) }, g, ctx.maxKeys));
 }
 
 function toDelete(operation: string, d: TxnDeleteJson) {
@@ -203,8 +175,6 @@ function toRequestOp(operation: string, op: TxnOpJson, ctx: TxnContext): IReques
   if (op.txn) return { request_txn: toTxn(`${operation}.txn`, op.txn, ctx) };
   throw opProblem(operation, 'an operation needs exactly one of put, get, delete, txn');
 }
-
-const ZERO = Buffer.from([0]);
 
 /**
  * etcd refuses a branch that writes one key twice ("duplicate key given in txn
@@ -228,7 +198,7 @@ function checkDuplicates(names: string[], ops: IRequestOp[]): void {
     puts.set(id, i);
     const del = deletes.find(({ key: start, range_end: end }) => {
       if (end === undefined) return key.equals(start!);
-      if (end.equals(ZERO)) return false;
+      if (end.equals(ZERO_KEY)) return false;
       return Buffer.compare(key, start!) >= 0 && Buffer.compare(key, end) < 0;
     });
     if (del) {
