@@ -18,10 +18,13 @@ export interface ObserveOptions {
   listMaxKeys: number;
 }
 
-/** An election name of the /v3 protocol (bytes) as the concurrency code takes it. */
-export function utf8Name(b: unknown): string {
+/**
+ * A lock or election name (bytes in the /v3 protocol) as the concurrency
+ * code takes it, which names keys by text as /v1 does.
+ */
+export function utf8Name(b: unknown, what = 'election names'): string {
   const name = (b as Buffer | undefined) ?? Buffer.alloc(0);
-  if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names must be valid UTF-8 here');
+  if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, `${what} must be valid UTF-8 here`);
   return name.toString('utf8');
 }
 

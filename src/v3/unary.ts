@@ -5,7 +5,6 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { SortOrder, SortTarget } from 'etcd3';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { isUtf8 } from 'node:buffer';
 import { isOwnerRecord } from '../auth/lease-owners.js';
 import { guardedPut, txnGuard } from '../auth/txn-guard.js';
 import { campaign, proclaim, resign } from '../concurrency/election.js';
@@ -179,10 +178,8 @@ const leaseChoice = (request: Record<string, unknown>) => {
 };
 const leaderKey = (request: Record<string, unknown>) => {
   const l = (request.leader as Record<string, unknown> | undefined) ?? {};
-  const name = (l.name as Buffer | undefined) ?? Buffer.alloc(0);
-  const key = (l.key as Buffer | undefined) ?? Buffer.alloc(0);
-  if (!isUtf8(name) || !isUtf8(key)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'election names and keys must be valid UTF-8 here');
-  return { name: name.toString('utf8'), key: key.toString('utf8'), rev: l.rev === undefined ? undefined : num(l.rev as string) };
+  const what = 'election names and keys';
+  return { name: utf8Name(l.name, what), key: utf8Name(l.key, what), rev: l.rev === undefined ? undefined : num(l.rev as string) };
 };
 
 /**
@@ -203,14 +200,13 @@ export function concurrencyRoutes(app: FastifyInstance, timeoutMs: number): Conc
       path: 'lock/lock',
       request: 'LockRequest',
       call: async (req, request, client) => {
-        const name = (request.name as Buffer | undefined) ?? Buffer.alloc(0);
-        if (!isUtf8(name)) throw new V3Error(GrpcStatus.INVALID_ARGUMENT, 'lock names must be valid UTF-8 here');
+        const name = utf8Name(request.name, 'lock names');
         const held = await waits
           .run(
             client,
             // etcd's Lock has no timeout of its own: it waits until held or the client leaves.
             { onTimeout: () => new Problem(504, 'lock_timeout', 'the lock was not acquired in time') },
-            (scope) => acquire(lockDeps(req), granted, name.toString('utf8'), leaseChoice(request), scope),
+            (scope) => acquire(lockDeps(req), granted, name, leaseChoice(request), scope),
           )
           .catch((err: unknown) => {
             throw etcdLeaseError(err);
