@@ -19,6 +19,26 @@ export function decodeKey(raw: string, encoding: KeyEncoding = 'utf8', what = 'k
   return Buffer.from(raw, 'base64url');
 }
 
+/** Base64 in a JSON body (either alphabet, padding optional). */
+export function decodeBase64(text: string, what: string): Buffer {
+  // Node's decoder skips characters it does not know: validate first, so a
+  // typo cannot address another key.
+  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(text) || text.replace(/=+$/, '').length % 4 === 1) {
+    throw badRequest(`${what} is not valid base64`, 'invalid_base64');
+  }
+  return Buffer.from(text, 'base64');
+}
+
+/** A JSON body's `name` as UTF-8 or `name_base64` as base64, never both; undefined when neither is given. */
+export function bytesField(fields: object, name: string, conflictCode: string): Buffer | undefined {
+  const f = fields as Record<string, string | undefined>;
+  const text = f[name];
+  const b64 = f[`${name}_base64`];
+  if (text !== undefined && b64 !== undefined) throw badRequest(`give ${name} or ${name}_base64, not both`, conflictCode);
+  if (text !== undefined) return Buffer.from(text, 'utf8');
+  return b64 === undefined ? undefined : decodeBase64(b64, `${name}_base64`);
+}
+
 /** etcd's "all keys with this prefix" end: the prefix with its last byte below 0xff incremented. */
 export function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);

@@ -6,7 +6,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { IPermission } from 'etcd3';
 import { Type, type Static } from 'typebox';
 import { badRequest } from '../errors.js';
-import { num, prefixEnd, ZERO_KEY } from '../kv/codec.js';
+import { bytesField, num, prefixEnd, ZERO_KEY } from '../kv/codec.js';
 import { rangeOf } from '../kv/range.js';
 import {
   PasswordBody,
@@ -22,16 +22,11 @@ import { errorResponses, isSet } from '../schemas/common.js';
 
 const PERM_TYPE = { read: 'Read', write: 'Write', readwrite: 'Readwrite' } as const;
 
-function bytes(text: string | undefined, b64: string | undefined, what: string): Buffer | undefined {
-  if (text !== undefined && b64 !== undefined) throw badRequest(`give ${what} or ${what}_base64, not both`, 'invalid_permission');
-  return b64 !== undefined ? Buffer.from(b64, 'base64') : text !== undefined ? Buffer.from(text, 'utf8') : undefined;
-}
-
 /** A permission's key range, as etcdctl role grant-permission computes it. */
 function permissionRange(p: { key?: string; key_base64?: string; prefix?: boolean; from_key?: boolean; range_end?: string; range_end_base64?: string }) {
-  const key = bytes(p.key, p.key_base64, 'key');
+  const key = bytesField(p, 'key', 'invalid_permission');
   if (key === undefined) throw badRequest('a permission needs key or key_base64', 'invalid_permission');
-  const range = rangeOf(key, { prefix: p.prefix, fromKey: p.from_key, rangeEnd: bytes(p.range_end, p.range_end_base64, 'range_end') });
+  const range = rangeOf(key, { prefix: p.prefix, fromKey: p.from_key, rangeEnd: bytesField(p, 'range_end', 'invalid_permission') });
   return range;
 }
 

@@ -14,7 +14,7 @@ import {
   type ITxnRequest,
 } from 'etcd3';
 import { Problem, badRequest } from '../errors.js';
-import { kvToJson, num, ZERO_KEY, type KeyValueJson } from '../kv/codec.js';
+import { bytesField, kvToJson, num, ZERO_KEY, type KeyValueJson } from '../kv/codec.js';
 import { rangeOf as keyRangeOf, rangeRequest, type KeyRange } from '../kv/range.js';
 import {
   MAX_TXN_OPS,
@@ -54,26 +54,8 @@ function at<T>(operation: string, fn: () => T): T {
   }
 }
 
-function decodeBase64(operation: string, field: string, text: string): Buffer {
-  // Node's decoder skips characters it does not know: validate first, so a
-  // typo cannot address another key. Both alphabets are accepted.
-  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(text) || text.replace(/=+$/, '').length % 4 === 1) {
-    throw opProblem(operation, `${field} is not valid base64`, 'invalid_base64');
-  }
-  return Buffer.from(text, 'base64');
-}
-
-/** `name` as UTF-8 or `name_base64` as base64, never both. */
 function bytesOf(operation: string, fields: object, name: string): Buffer | undefined {
-  const f = fields as Record<string, string | undefined>;
-  const text = f[name];
-  const b64 = f[`${name}_base64`];
-  if (text !== undefined && b64 !== undefined) {
-    throw opProblem(operation, `give ${name} or ${name}_base64, not both`);
-  }
-  if (text !== undefined) return Buffer.from(text, 'utf8');
-  if (b64 !== undefined) return decodeBase64(operation, `${name}_base64`, b64);
-  return undefined;
+  return at(operation, () => bytesField(fields, name, 'invalid_txn'));
 }
 
 interface RangeJson {
