@@ -14,6 +14,7 @@ import { Waits, type WaitClient } from '../concurrency/wait.js';
 import type { EtcdScope } from '../etcd/connection.js';
 import { Problem } from '../errors.js';
 import { leaseHex, num, prefixEnd } from '../kv/codec.js';
+import { leaseIdToEtcd } from '../kv/lease.js';
 import { etcdRefusal, etcdRefused } from './errors.js';
 import { utf8Name } from './observe.js';
 import { encodeMessage, V3Error } from './protojson.js';
@@ -240,7 +241,7 @@ export function concurrencyRoutes(app: FastifyInstance, timeoutMs: number): Conc
           .catch((err: unknown) => {
             throw etcdLeaseError(err);
           });
-        const leader = { name: Buffer.from(name), key: Buffer.from(won.key), rev: String(won.revision), lease: won.lease ? BigInt.asIntN(64, BigInt(`0x${won.lease}`)).toString() : '0' };
+        const leader = { name: Buffer.from(name), key: Buffer.from(won.key), rev: String(won.revision), lease: won.lease ? leaseIdToEtcd(won.lease) : '0' };
         return encodeMessage('CampaignResponse', { header: won.header, leader });
       },
     },
