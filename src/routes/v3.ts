@@ -76,8 +76,7 @@ export interface V3PublicOptions {
  */
 export async function v3PublicRoutes(app: FastifyInstance, opts: V3PublicOptions): Promise<void> {
   useV3Errors(app);
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, (_req, body, done) => done(null, body));
+  acceptAnyBody(app, opts.bodyLimit);
 
   const authenticate = async (req: FastifyRequest, request: Record<string, unknown>) => {
     // Every password check, whoever issues the token: each is a bcrypt in etcd.
@@ -138,7 +137,7 @@ function unaryOverWebsocket(socket: WebSocket, maxBytes: number, call: (line: st
   });
 }
 
-/** Unary calls: the body is the request message, whatever Content-Type the client sent (some send none, some form-encoded). */
+/** Unary calls (authenticate too): the body is the request message, whatever Content-Type the client sent (some send none, some form-encoded). */
 function acceptAnyBody(unary: FastifyInstance, bodyLimit: number): void {
   unary.removeAllContentTypeParsers();
   unary.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
