@@ -10,7 +10,7 @@ import { SseWatchQuery } from '../schemas/watch.js';
 import { eventsJson, type WatchEventJson } from '../watch/events.js';
 import type { WatchError } from '../watch/hub.js';
 import { checkReadable, openWatch, type TransportSink, type WatchContext } from '../watch/session.js';
-import { SseStream } from '../watch/sse.js';
+import { SseStream, watchProblem } from '../watch/sse.js';
 import { WatchSocket } from '../watch/websocket.js';
 
 export interface WatchRoutesOptions {
@@ -87,7 +87,7 @@ const watchRoutes: FastifyPluginAsyncTypebox<WatchRoutesOptions> = async (app, o
       let refused!: (err: WatchError) => void;
       const started = new Promise<number>((resolve, reject) => {
         ready = resolve;
-        refused = (err) => reject(new Problem(err.status, err.code, err.message, { extra: err.compact_revision ? { compact_revision: err.compact_revision } : {} }));
+        refused = (err) => reject(watchProblem(err));
       });
       // A stream that ends while it opens (expiry, shutdown) stops waiting: sse.open() answers why.
       sse.onEnd = () => ready(0);

@@ -25,6 +25,11 @@ export function toWatchError(err: unknown): WatchError {
   return { status: p.status, code: p.code, message: p.message };
 }
 
+/** A stream's end as a plain HTTP answer, for a stream refused before it answered 200. */
+export function watchProblem(err: WatchError): Problem {
+  return new Problem(err.status, err.code, err.message, { extra: err.compact_revision ? { compact_revision: err.compact_revision } : {} });
+}
+
 /** The `error` message of the watch protocols (websocket and SSE); `id` names the subscription that ended. */
 export function watchErrorMessage(err: WatchError, id?: string): Record<string, unknown> {
   return {
@@ -113,8 +118,7 @@ export class SseStream {
    */
   open(): void {
     if (this.life.ended) {
-      const r = this.reason ?? { status: 503, code: 'stream_ended', message: 'the stream ended before it opened' };
-      throw new Problem(r.status, r.code, r.message, { extra: r.compact_revision ? { compact_revision: r.compact_revision } : {} });
+      throw watchProblem(this.reason ?? { status: 503, code: 'stream_ended', message: 'the stream ended before it opened' });
     }
     this.reply.hijack();
     const raw = this.reply.raw;
