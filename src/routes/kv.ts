@@ -60,6 +60,34 @@ function preconditionFailed(res: ITxnResponse): Problem {
   });
 }
 
+/** GET /v1/kv is three operations: a long-poll (?wait), a listing (a range) and a single read. */
+type GetOperation = 'wait' | 'list' | 'get';
+
+/**
+ * The options that only some of GET's operations take, in the order they are
+ * checked: an option given to another operation is refused, saying where it
+ * belongs, rather than silently ignored.
+ */
+const GET_OPTIONS: readonly (readonly [string, readonly GetOperation[]])[] = [
+  ...(['start_revision', 'timeout', 'prev_kv'] as const).map((o) => [o, ['wait']] as const),
+  ...(['limit', 'keys_only', 'count_only', 'sort', 'order', 'cursor', 'separator'] as const).map((o) => [o, ['list']] as const),
+  ...(['revision', 'serializable'] as const).map((o) => [o, ['list', 'get']] as const),
+];
+
+function refuseForeignOptions(query: object, operation: GetOperation): void {
+  const q = query as Record<string, unknown>;
+  for (const [option, takenBy] of GET_OPTIONS) {
+    if (q[option] === undefined || takenBy.includes(operation)) continue;
+    const why =
+      operation === 'wait'
+        ? 'does not apply to a long-poll (wait)'
+        : takenBy[0] === 'wait'
+          ? 'applies to a long-poll (add ?wait)'
+          : 'applies to listings (add ?prefix)';
+    throw badRequest(`${option} ${why}`, 'invalid_option');
+  }
+}
+
 const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) => {
   // Values are bytes: whatever the Content-Type, the body is stored verbatim
   // (a JSON document is stored as its exact bytes, never re-serialised).
@@ -95,10 +123,9 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
       const { kv, lease } = req.etcd;
       const q = req.query;
       const sel = { key_encoding: q.key_encoding, prefix: isSet(q.prefix), range_end: q.range_end, from_key: isSet(q.from_key) };
-      if (isSet(q.wait)) {
-        for (const option of ['limit', 'keys_only', 'count_only', 'sort', 'order', 'cursor', 'separator', 'revision', 'serializable'] as const) {
-          if (q[option] !== undefined) throw badRequest(`${option} does not apply to a long-poll (wait)`, 'invalid_option');
-        }
+      const operation: GetOperation = isSet(q.wait) ? 'wait' : isRange({ ...sel, separator: q.separator }) ? 'list' : 'get';
+      refuseForeignOptions(q, operation);
+      if (operation === 'wait') {
         const timeout = q.timeout ?? Math.min(60, opts.longPollMaxSeconds);
         if (timeout > opts.longPollMaxSeconds) throw badRequest(`timeout must be at most ${opts.longPollMaxSeconds} s (LONG_POLL_MAX_SECONDS)`, 'invalid_option');
         const range = keyRange(req.params['*'], sel);
@@ -119,10 +146,7 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         ).finally(release);
         return reply.type('application/json').send(result);
       }
-      for (const option of ['start_revision', 'timeout', 'prev_kv'] as const) {
-        if (q[option] !== undefined) throw badRequest(`${option} applies to a long-poll (add ?wait)`, 'invalid_option');
-      }
-      if (isRange({ ...sel, separator: q.separator })) {
+      if (operation === 'list') {
         const range = keyRange(req.params['*'], { ...sel, prefix: sel.prefix || q.separator !== undefined });
         const listing = await list(
           { kv, maxKeys: opts.listMaxKeys, onHeader: (res) => reply.etcdHeaders(res.header) },
@@ -135,9 +159,6 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
           },
         );
         return reply.type('application/json').send(listing);
-      }
-      for (const option of ['limit', 'keys_only', 'count_only', 'sort', 'order', 'cursor'] as const) {
-        if (q[option] !== undefined) throw badRequest(`${option} applies to listings (add ?prefix)`, 'invalid_option');
       }
       const { key } = keyRange(req.params['*'], sel);
       const res = await kv.range({ key, revision: q.revision, serializable: isSet(q.serializable) });
