@@ -5,9 +5,6 @@ import fp from 'fastify-plugin';
 import { WatchHub, type WatchHubOptions } from '../watch/hub.js';
 import type { WatchClientHandle } from '../watch/lifecycle.js';
 
-// Until the committed src/routes/v3.ts imports them from src/watch/lifecycle.ts.
-export { registerStream, type WatchClientHandle } from '../watch/lifecycle.js';
-
 declare module 'fastify' {
   interface FastifyInstance {
     watchHub: WatchHub;
