@@ -3,8 +3,7 @@
 // gateway's own refusals (problem+json elsewhere) said the same way.
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { FastifyInstance } from 'fastify';
-import { STATUS_CODES } from 'node:http';
-import { isGrpcError, Problem, toProblem } from '../errors.js';
+import { isGrpcError, Problem, reasonPhrase, toProblem } from '../errors.js';
 import { V3Error } from './protojson.js';
 
 // grpc-gateway v1's HTTPStatusFromCode, which etcd 3.4 answers with (FailedPrecondition
@@ -102,7 +101,7 @@ export function v3ErrorOf(err: unknown): V3ErrorBody {
 /** grpc-gateway v1's mid-stream error chunk (etcd 3.4). */
 export function streamError(err: unknown): unknown {
   const e = v3ErrorOf(err);
-  return { error: { grpc_code: e.code, http_code: e.status, message: e.message, http_status: STATUS_CODES[e.status] ?? 'Error' } };
+  return { error: { grpc_code: e.code, http_code: e.status, message: e.message, http_status: reasonPhrase(e.status) } };
 }
 
 /** etcd's error body of a call that failed before answering. */
