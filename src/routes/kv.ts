@@ -1,11 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { CompareResult, CompareTarget, type ICompare, type IDeleteRangeResponse, type IKeyValue, type IRequestOp, type ITxnResponse } from 'etcd3';
+import { CompareResult, CompareTarget, type ICompare, type IDeleteRangeResponse, type IKeyValue, type ITxnResponse } from 'etcd3';
 import { Type } from 'typebox';
-import { Problem, badRequest, toProblem } from '../errors.js';
+import { Problem, badRequest } from '../errors.js';
 import { kvToJson, leaseHex, num, type KeyValueJson } from '../kv/codec.js';
 import { leaseIdToEtcd } from '../kv/lease.js';
+import { putKey } from '../kv/write.js';
 import { isRange, keyRange, list } from '../kv/range.js';
-import { putAsTxn, txnGuard } from '../auth/txn-guard.js';
+import { txnGuard } from '../auth/txn-guard.js';
 import { refuseExpiredStream } from '../auth/expiry.js';
 import { longPoll } from '../watch/longpoll.js';
 import { checkReadable } from '../watch/session.js';
@@ -239,65 +240,22 @@ const kvRoutes: FastifyPluginAsyncTypebox<KvRoutesOptions> = async (app, opts) =
         await owners?.record(leaseId);
         ownLease = owners !== undefined;
       }
-      // Never leave a lease behind for a write that failed or was refused.
       const revokeGranted = async () => {
         const revoke = () => lease.leaseRevoke({ ID: leaseId });
         await (owners ? owners.revoke(leaseId!, revoke) : revoke()).catch(() => undefined);
       };
-      const put: IRequestOp = { request_put: { key, value, lease: leaseId, prev_kv: isSet(q.prev_kv) } };
+      const put = { key, value, lease: leaseId, prev_kv: isSet(q.prev_kv) };
       let res: ITxnResponse;
-      let createdKnown = true;
+      let createdKnown: boolean;
       try {
-        if (condition || leaseId) {
-          try {
-            // Without a condition the compare only tells created (201) from
-            // replaced (200). With a lease this is a txn, never a plain put:
-            // etcd refuses a plain Put whose lease holds a key the caller may
-            // not write, and every lease the gateway grants holds its owner
-            // record (src/auth/lease-owners.ts); a txn's put is not checked so.
-            res = await kv.txn({
-              compare: [condition ?? { key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
-              success: [put],
-              failure: [condition ? { request_range: { key } } : put],
-            });
-          } catch (err) {
-            // A compare needs read permission; a caller with write-only access
-            // may still put. etcd refused the txn before applying anything, so
-            // the plain put is not a second attempt of the same write.
-            if (condition || isSet(q.prev_kv) || toProblem(err).code !== 'permission_denied') throw err;
-            const plain = ownLease ? await putAsTxn(req.etcd, put.request_put!) : await kv.put(put.request_put!);
-            res = { header: plain.header, succeeded: false, responses: [{ response_put: plain } as ITxnResponse['responses'][number]] };
-            createdKnown = false;
-          }
-        } else {
-          // Created (201) or replaced (200) is told by the previous pair a
-          // put can return: a plain put costs etcd and the gateway less than
-          // a txn with a compare (about a fifth more writes per second; the old
-          // value comes back from etcd too, but never goes to the client).
-          let plain;
-          try {
-            plain = await kv.put({ ...put.request_put!, prev_kv: true });
-          } catch (err) {
-            // The previous pair needs read permission; a caller with
-            // write-only access may still put. etcd refused before applying
-            // anything, so this is not a second attempt of the same write.
-            if (isSet(q.prev_kv) || toProblem(err).code !== 'permission_denied') throw err;
-            plain = await kv.put(put.request_put!);
-            createdKnown = false;
-          }
-          const wasThere = Boolean(plain.prev_kv);
-          if (!isSet(q.prev_kv)) plain.prev_kv = undefined as never;
-          res = { header: plain.header, succeeded: !wasThere, responses: [{ response_put: plain } as ITxnResponse['responses'][number]] };
-        }
+        ({ res, createdKnown } = await putKey(req.etcd, put, { condition, prevKv: isSet(q.prev_kv), ownLease }));
+        reply.etcdHeaders(res.header);
+        if (condition && !res.succeeded) throw preconditionFailed(res);
       } catch (err) {
-        // Never leave a lease behind for a write that failed.
+        // The one place a lease this request granted is revoked: never leave
+        // one behind for a write that failed or was refused.
         if (grantedLease) await revokeGranted();
         throw err;
-      }
-      reply.etcdHeaders(res.header);
-      if (condition && !res.succeeded) {
-        if (grantedLease) await revokeGranted();
-        throw preconditionFailed(res);
       }
       const created = condition ? condition.target === CompareTarget.Create && condition.result === CompareResult.Equal : res.succeeded;
       const putRes = res.responses[0]!.response_put;
