@@ -79,15 +79,15 @@ export interface KeyValueJson {
   lease: string | null;
 }
 
-function putBytes(out: Record<string, unknown>, field: string, bytes: Buffer): void {
-  if (isUtf8(bytes)) out[field] = bytes.toString('utf8');
-  else out[`${field}_base64`] = bytes.toString('base64');
+/** Bytes as JSON: `field` where they are valid UTF-8, else `field_base64`. */
+export function bytesJson(bytes: Buffer, field: string): Record<string, string> {
+  return isUtf8(bytes) ? { [field]: bytes.toString('utf8') } : { [`${field}_base64`]: bytes.toString('base64') };
 }
 
 export function kvToJson(kv: IKeyValue, withValue = true): KeyValueJson {
   const out: Record<string, unknown> = {};
-  putBytes(out, 'key', kv.key);
-  if (withValue) putBytes(out, 'value', kv.value);
+  Object.assign(out, bytesJson(kv.key, 'key'));
+  if (withValue) Object.assign(out, bytesJson(kv.value, 'value'));
   out.create_revision = num(kv.create_revision);
   out.mod_revision = num(kv.mod_revision);
   out.version = num(kv.version);

@@ -1,11 +1,10 @@
 // Lease IDs and the lease calls that need more than one line: IDs travel as
 // lowercase hex (etcdctl's form) in our API and as int64 decimal strings in
 // etcd3, and keep-alive exists in etcd only as a bidirectional stream.
-import { isUtf8 } from 'node:buffer';
 import type { ILeaseKeepAliveResponse, ILeaseTimeToLiveResponse, LeaseClient } from 'etcd3';
 import { isOwnerRecord } from '../auth/lease-owners.js';
 import { Problem } from '../errors.js';
-import { leaseHex, num } from './codec.js';
+import { bytesJson, leaseHex, num } from './codec.js';
 
 /** Hex lease ID (validated by the schema) → etcd3's int64 decimal string. */
 export function leaseIdToEtcd(hex: string): string {
@@ -29,7 +28,7 @@ export function timeToLiveToJson(hex: string, res: ILeaseTimeToLiveResponse, wit
   if (ttl < 0) throw leaseNotFound(hex);
   const out: LeaseInfoJson = { id: leaseHex(res.ID) ?? hex, ttl, granted_ttl: num(res.grantedTTL) };
   if (withKeys) {
-    out.keys = (res.keys ?? []).filter((k) => !isOwnerRecord(k)).map((k) => (isUtf8(k) ? { key: k.toString('utf8') } : { key_base64: k.toString('base64') }));
+    out.keys = (res.keys ?? []).filter((k) => !isOwnerRecord(k)).map((k) => bytesJson(k, 'key'));
   }
   return out;
 }

@@ -1,12 +1,11 @@
 // Users, roles and permissions over HTTP, mirroring `etcdctl user`, `etcdctl
 // role` and `etcdctl auth`. Every call runs as the caller, in the admin scope
 // (src/auth/admin.ts): nothing to check here.
-import { isUtf8 } from 'node:buffer';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { IPermission } from 'etcd3';
 import { Type, type Static } from 'typebox';
 import { badRequest } from '../errors.js';
-import { bytesField, num, prefixEnd, ZERO_KEY } from '../kv/codec.js';
+import { bytesField, bytesJson, num, prefixEnd, ZERO_KEY } from '../kv/codec.js';
 import { rangeOf } from '../kv/range.js';
 import {
   PasswordBody,
@@ -30,18 +29,14 @@ function permissionRange(p: { key?: string; key_base64?: string; prefix?: boolea
   return range;
 }
 
-function text(b: Buffer, field: string): Record<string, string> {
-  return isUtf8(b) ? { [field]: b.toString('utf8') } : { [`${field}_base64`]: b.toString('base64') };
-}
-
 function permissionJson(p: IPermission): Static<typeof PermissionSchema> {
   const type = String(p.permType).toLowerCase() as 'read' | 'write' | 'readwrite';
-  const out: Record<string, unknown> = { type, ...text(p.key, 'key') };
+  const out: Record<string, unknown> = { type, ...bytesJson(p.key, 'key') };
   const end = p.range_end;
   if (end && end.length > 0) {
     if (end.equals(ZERO_KEY)) out.from_key = true;
     else if (end.equals(prefixEnd(p.key))) out.prefix = true;
-    else Object.assign(out, text(end, 'range_end'));
+    else Object.assign(out, bytesJson(end, 'range_end'));
   }
   return out as Static<typeof PermissionSchema>;
 }
