@@ -175,6 +175,11 @@ t.test('initial state, then synced, then live events', async (t) => {
   t.same(order, ['created', 'events', 'synced', 'events']);
   c.send({ type: 'subscribe', id: 'j', key: '/init/', prefix: true, initial: true, start_revision: 5 });
   t.equal((await c.next((m) => m.type === 'error' && m.id === 'j')).code, 'invalid_option');
+  // Keys in base64 are validated as everywhere else (Node would skip bad characters and watch another key).
+  c.send({ type: 'subscribe', id: 'b64', key_base64: 'L2luaXQv!!' });
+  t.equal((await c.next((m) => m.type === 'error' && m.id === 'b64')).code, 'invalid_base64');
+  c.send({ type: 'subscribe', id: 'both', key: '/init/', key_base64: 'L2luaXQv' });
+  t.equal((await c.next((m) => m.type === 'error' && m.id === 'both')).code, 'invalid_option');
 
   const sse = await SseClient.open(`${base}/v1/watch//init/?prefix&initial`);
   t.teardown(() => sse.close());

@@ -8,7 +8,7 @@ import type { RawData, WebSocket } from 'ws';
 import { Problem } from '../errors.js';
 import { leaseOwnerGuard } from '../auth/lease-owners.js';
 import { electionPrefix } from '../concurrency/election.js';
-import { leaseHex, num } from '../kv/codec.js';
+import { bytesField, leaseHex, num } from '../kv/codec.js';
 import { keepAliveOnce, leaseIdToEtcd } from '../kv/lease.js';
 import { rangeOf } from '../kv/range.js';
 import { WatchClientMessage, type WatchObserve, type WatchSubscribe } from '../schemas/watch.js';
@@ -207,10 +207,8 @@ export class WatchSocket {
     };
     let range: Subscription['range'];
     try {
-      if (m.key !== undefined && m.key_base64 !== undefined) throw new Problem(400, 'invalid_option', 'use key or key_base64, not both');
-      const key = m.key_base64 !== undefined ? Buffer.from(m.key_base64, 'base64') : Buffer.from(m.key ?? '', 'utf8');
-      const rangeEnd = m.range_end_base64 !== undefined ? Buffer.from(m.range_end_base64, 'base64') : m.range_end !== undefined ? Buffer.from(m.range_end, 'utf8') : undefined;
-      range = rangeOf(key, { prefix: m.prefix, fromKey: m.from_key, rangeEnd });
+      const key = bytesField(m, 'key', 'invalid_option') ?? Buffer.alloc(0);
+      range = rangeOf(key, { prefix: m.prefix, fromKey: m.from_key, rangeEnd: bytesField(m, 'range_end', 'invalid_option') });
     } catch (err) {
       return this.failed(m.id, toWatchError(err));
     }
