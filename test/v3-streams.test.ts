@@ -8,17 +8,11 @@ import t from 'tap';
 import { buildApp } from '../src/app.js';
 import { parseJson } from '../src/v3/protojson.js';
 import { buildTestApp, listen, testConfig } from './helpers/app.js';
-import { startCluster } from './helpers/cluster.js';
 import { enableEtcdAuth, gatewayAuthConfig } from './helpers/etcd-auth.js';
 import { nextEvent } from './helpers/etcd-waits.js';
-import { b64, openRaw, openWs, post, result, shape, unb64, v3Clients } from './helpers/v3.js';
+import { b64, openRaw, openWs, post, result, shape, unb64, v3Setup } from './helpers/v3.js';
 
-const cluster = await startCluster(t);
-const app = await buildTestApp(t, cluster.endpoints, { BODY_LIMIT: 64 * 1024 });
-const gw = await listen(app);
-const etcd = cluster.endpoints[0]!;
-const { etcdctl } = cluster;
-const { v3, builtin, same } = v3Clients(gw, etcd);
+const { cluster, app, gw, etcd, etcdctl, v3, builtin, same } = await v3Setup(t);
 
 t.test('trap: watch chunk framing, headers and created flushed at once', async (t) => {
   const s = openRaw(gw, 'POST /v3/watch');

@@ -10,16 +10,9 @@ import { WebSocket } from 'ws';
 import t from 'tap';
 import { v3ErrorOf } from '../src/v3/errors.js';
 import { JsonSplitter } from '../src/v3/streams.js';
-import { buildTestApp, listen } from './helpers/app.js';
-import { startCluster } from './helpers/cluster.js';
-import { b64, rawRequest, shape, unb64, v3Clients, type Answer } from './helpers/v3.js';
+import { b64, rawRequest, shape, unb64, v3Setup, type Answer } from './helpers/v3.js';
 
-const cluster = await startCluster(t);
-const app = await buildTestApp(t, cluster.endpoints, { BODY_LIMIT: 64 * 1024 });
-const gw = await listen(app);
-const etcd = cluster.endpoints[0]!;
-const { etcdctl } = cluster;
-const { v3, builtin, same } = v3Clients(gw, etcd);
+const { cluster, app, gw, etcd, etcdctl, v3, builtin, same } = await v3Setup(t);
 
 t.test("etcd's grpc-gateway guide, replayed", async (t) => {
   // curl -L http://localhost:2379/v3/kv/put -X POST -d '{"key": "Zm9v", "value": "YmFy"}'

@@ -4,6 +4,8 @@ import { connect } from 'node:net';
 import { WebSocket } from 'ws';
 import type tap from 'tap';
 import { parseJson } from '../../src/v3/protojson.js';
+import { buildTestApp, listen } from './app.js';
+import { startCluster } from './cluster.js';
 
 export const b64 = (s: string) => Buffer.from(s).toString('base64');
 export const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
@@ -198,4 +200,13 @@ export function openWs(base: string, path: string, protocols?: string[]): Promis
       }),
     );
   });
+}
+
+/** The /v3 test files' set-up: a 3-member cluster, the gateway on a port, and clients of both gateways. */
+export async function v3Setup(t: Parameters<typeof startCluster>[0] & Parameters<typeof buildTestApp>[0]) {
+  const cluster = await startCluster(t);
+  const app = await buildTestApp(t, cluster.endpoints, { BODY_LIMIT: 64 * 1024 });
+  const gw = await listen(app);
+  const etcd = cluster.endpoints[0]!;
+  return { cluster, app, gw, etcd, etcdctl: cluster.etcdctl, ...v3Clients(gw, etcd) };
 }
