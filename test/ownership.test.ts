@@ -296,3 +296,43 @@ t.test('leases granted outside the gateway have no owner, as in etcd', async (t)
   t.same((await leaseInEtcd(hex)).keys, ['/app/outside']);
   t.equal((await v3('mallory', '/v3/lease/revoke', { ID: decOf(hex) })).status, 200);
 });
+
+t.test("the gateway's owner records: no caller writes or deletes them, even one whose etcd permission covers them", async (t) => {
+  // `wide` holds readwrite on the whole keyspace, so etcd itself would let her rewrite or delete the records.
+  const setup = await buildTestApp(t, cluster.endpoints, gatewayAuthConfig(cluster, { AUTH_JWT_SECRET: SECRET, AUTH_ALLOW_ROOT: true }));
+  const rootToken = (await setup.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'root', password: 'rootpw' } })).json().token as string;
+  const asRoot = { authorization: `Bearer ${rootToken}` };
+  t.equal((await setup.inject({ method: 'POST', url: '/v1/auth/roles', headers: asRoot, payload: { name: 'wide-rw' } })).statusCode, 201);
+  t.equal((await setup.inject({ method: 'POST', url: '/v1/auth/roles/wide-rw/permissions', headers: asRoot, payload: { type: 'readwrite', key: '\0', from_key: true } })).statusCode, 200);
+  t.equal((await setup.inject({ method: 'POST', url: '/v1/auth/users', headers: asRoot, payload: { name: 'wide', password: 'pw-wide' } })).statusCode, 201);
+  t.equal((await setup.inject({ method: 'PUT', url: '/v1/auth/users/wide/roles/wide-rw', headers: asRoot })).statusCode, 200);
+  const wide = { authorization: `Bearer ${(await app.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'wide', password: 'pw-wide' } })).json().token}` };
+
+  const granted = await app.inject({ method: 'POST', url: '/v1/leases', headers: as('victim'), payload: { ttl: 120 } });
+  const hex = granted.json().id as string;
+  const record = `\0etcd-gateway/lease-owner/${hex.padStart(16, '0')}`;
+  const ownerInEtcd = async () => (await app.etcd.kv.range({ key: Buffer.from(record) })).kvs[0]?.value.toString();
+  t.equal(await ownerInEtcd(), 'victim');
+
+  const enc = encodeURIComponent;
+  const refusals: [string, () => Promise<{ statusCode: number; body: string }>][] = [
+    ['PUT over the record', () => app.inject({ method: 'PUT', url: `/v1/kv/${enc(record)}`, headers: wide, payload: 'wide' })],
+    ['DELETE of the record', () => app.inject({ method: 'DELETE', url: `/v1/kv/${enc(record)}`, headers: wide })],
+    ['DELETE of the whole keyspace', () => app.inject({ method: 'DELETE', url: '/v1/kv/?prefix', headers: wide })],
+    ['a txn deleting the records (nested)', () => app.inject({ method: 'POST', url: '/v1/txn', headers: wide, payload: { success: [{ txn: { success: [{ delete: { key: '\0etcd-gateway/', prefix: true } }] } }] } })],
+    ['/v3 put over the record', () => app.inject({ method: 'POST', url: '/v3/kv/put', headers: wide, payload: { key: b64(record), value: b64('wide') } })],
+    ['/v3 deleterange of everything', () => app.inject({ method: 'POST', url: '/v3/kv/deleterange', headers: wide, payload: { key: 'AA==', range_end: 'AA==' } })],
+    ['/v3 txn deleting the record', () => app.inject({ method: 'POST', url: '/v3/kv/txn', headers: wide, payload: { success: [{ request_delete_range: { key: b64(record) } }] } })],
+  ];
+  for (const [name, call] of refusals) {
+    const res = await call();
+    t.equal(res.statusCode, 403, `${name}: 403`);
+    t.ok(/reserved_key|"code":7/.test(res.body), `${name}: reserved_key (/v3: PermissionDenied, code 7)`);
+  }
+  t.equal(await ownerInEtcd(), 'victim', 'the record is intact in etcd');
+  t.match(await root('get', '/app/secret'), /old-secret|\/app\/secret/, 'the whole-keyspace delete deleted nothing');
+  t.equal((await app.inject({ method: 'POST', url: `/v1/leases/${hex}/keepalive`, headers: wide })).json().code, 'lease_not_owned', 'so the lease is still not hers');
+  // Everything else stays hers to write: a range can start after the records.
+  t.equal((await app.inject({ method: 'PUT', url: '/v1/kv//wide/key', headers: wide, payload: 'w' })).statusCode, 201);
+  t.equal((await app.inject({ method: 'DELETE', url: `/v1/kv/${enc('/wide/')}?prefix`, headers: wide })).json().deleted, 1);
+});

@@ -10,6 +10,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { EtcdScope } from '../etcd/connection.js';
 import { Problem } from '../errors.js';
+import { prefixEnd } from '../kv/codec.js';
 
 /** Where owners are recorded; under \0 so that it sorts before every ordinary key. */
 export const LEASE_OWNER_PREFIX = '\0etcd-gateway/lease-owner/';
@@ -28,6 +29,51 @@ export interface LeaseOwnerGuard {
 }
 
 const OWNER_PREFIX_BYTES = Buffer.from(LEASE_OWNER_PREFIX);
+
+// The gateway's own records live under \0etcd-gateway/ and are written with
+// the gateway's identity. etcd lets any user whose permission covers them
+// (readwrite on the whole keyspace, say) rewrite or delete them, which would
+// hand that user other subjects' leases: callers' writes may not touch them.
+const RESERVED = Buffer.from('\0etcd-gateway/');
+const RESERVED_END = prefixEnd(RESERVED);
+
+interface WriteRange {
+  key?: Uint8Array | null;
+  range_end?: Uint8Array | null;
+}
+
+/** Whether [key, range_end) (etcd's range rules: no end = the key alone, \0 = to the end) meets the reserved namespace. */
+function touchesReserved(op: WriteRange): boolean {
+  const key = Buffer.from(op.key ?? []);
+  const end = op.range_end && op.range_end.length > 0 ? Buffer.from(op.range_end) : undefined;
+  if (!end) return key.compare(RESERVED) >= 0 && key.compare(RESERVED_END) < 0;
+  const toTheEnd = end.length === 1 && end[0] === 0;
+  return key.compare(RESERVED_END) < 0 && (toTheEnd || end.compare(RESERVED) > 0);
+}
+
+interface TxnOps {
+  success?: { request_put?: WriteRange | null; request_delete_range?: WriteRange | null; request_txn?: TxnOps | null }[] | null;
+  failure?: TxnOps['success'];
+}
+
+function txnTouchesReserved(txn: TxnOps): boolean {
+  return [...(txn.success ?? []), ...(txn.failure ?? [])].some(
+    (op) =>
+      (op.request_put && touchesReserved(op.request_put)) ||
+      (op.request_delete_range && touchesReserved(op.request_delete_range)) ||
+      (op.request_txn && txnTouchesReserved(op.request_txn)),
+  );
+}
+
+/** The check of a caller's EtcdScope: no put, delete or txn write of the caller's reaches the gateway's records. */
+export function refuseReservedWrites(service: string, method: string, params: unknown): void {
+  if (service !== 'KV') return;
+  const touches =
+    method === 'put' || method === 'deleteRange' ? touchesReserved(params as WriteRange) : method === 'txn' ? txnTouchesReserved(params as TxnOps) : false;
+  if (touches) {
+    throw new Problem(403, 'reserved_key', 'keys under "\\0etcd-gateway/" are the gateway\'s own records (lease owners): no caller writes or deletes them; a range that covers them (e.g. the whole keyspace) can start after them, at "\\x01"');
+  }
+}
 
 /** The record is the gateway's bookkeeping, not one of the keys a caller attached: lease key listings leave it out. */
 export function isOwnerRecord(key: Buffer): boolean {

@@ -644,6 +644,8 @@ export class EtcdScope implements ICallable<Host> {
   constructor(
     readonly connection: EtcdConnection,
     private readonly identity?: ScopeAuth,
+    /** Runs before every call made through this scope (a caller's scope refuses writes to the gateway's own records). */
+    private readonly check?: (service: ServiceName, method: string, params: unknown) => void,
   ) {
     this.kv = new KVClient(this);
     this.lease = new LeaseClient(this);
@@ -673,10 +675,20 @@ export class EtcdScope implements ICallable<Host> {
   }
 
   exec<T>(service: ServiceName, method: string, params: unknown, options?: EtcdCallOptions): Promise<T> {
+    try {
+      this.check?.(service, method, params);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.retryStale((token) => this.connection.exec<T>(service, method, params, { ...options, token }));
   }
 
   execOn<T>(endpoint: string, service: ServiceName, method: string, params: unknown, options?: EtcdCallOptions): Promise<T> {
+    try {
+      this.check?.(service, method, params);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.retryStale((token) => this.connection.execOn<T>(endpoint, service, method, params, { ...options, token }));
   }
 

@@ -16,6 +16,7 @@ import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { EtcdTokenMinter } from '../auth/etcd-tokens.js';
 import { refuseExpiredStream } from '../auth/expiry.js';
+import { refuseReservedWrites } from '../auth/lease-owners.js';
 import { RoleUsers } from '../auth/role-users.js';
 import { EtcdScope } from '../etcd/connection.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -355,7 +356,7 @@ export default fp<AuthPluginOptions>(
       // A websocket is a stream: no clock-skew leeway past `exp` for opening it
       // (HTTP streams are refused where they open, before they answer 200).
       if (req.ws) refuseExpiredStream(req.caller);
-      req.etcd = new EtcdScope(app.etcdConnection, minter.scopeFor(username));
+      req.etcd = new EtcdScope(app.etcdConnection, minter.scopeFor(username), refuseReservedWrites);
     });
   },
   { name: 'auth', fastify: '5.x', dependencies: ['etcd'] },
