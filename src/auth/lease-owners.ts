@@ -36,6 +36,7 @@ const OWNER_PREFIX_BYTES = Buffer.from(LEASE_OWNER_PREFIX);
 // hand that user other subjects' leases: callers' writes may not touch them.
 const RESERVED = Buffer.from('\0etcd-gateway/');
 const RESERVED_END = prefixEnd(RESERVED);
+const EMPTY = new Uint8Array(0);
 
 interface WriteRange {
   key?: Uint8Array | null;
@@ -44,11 +45,12 @@ interface WriteRange {
 
 /** Whether [key, range_end) (etcd's range rules: no end = the key alone, \0 = to the end) meets the reserved namespace. */
 function touchesReserved(op: WriteRange): boolean {
-  const key = Buffer.from(op.key ?? []);
-  const end = op.range_end && op.range_end.length > 0 ? Buffer.from(op.range_end) : undefined;
-  if (!end) return key.compare(RESERVED) >= 0 && key.compare(RESERVED_END) < 0;
+  // Buffer.compare takes the request's Uint8Arrays as they are: no copy on every write.
+  const key = op.key ?? EMPTY;
+  const end = op.range_end && op.range_end.length > 0 ? op.range_end : undefined;
+  if (!end) return Buffer.compare(key, RESERVED) >= 0 && Buffer.compare(key, RESERVED_END) < 0;
   const toTheEnd = end.length === 1 && end[0] === 0;
-  return key.compare(RESERVED_END) < 0 && (toTheEnd || end.compare(RESERVED) > 0);
+  return Buffer.compare(key, RESERVED_END) < 0 && (toTheEnd || Buffer.compare(end, RESERVED) > 0);
 }
 
 interface TxnOps {

@@ -57,10 +57,22 @@ export function hostMatcher(allowedHosts: string | undefined, listenHost: string
   // by default any IP address may be named, so clients that reach the
   // gateway by address (a container's port, a pod IP) need no configuration.
   const anyAddress = configured === undefined;
-  return (hostHeader) => {
+  const decide = (hostHeader: string) => {
     const { host, port } = parseHost(hostHeader);
     if (anyAddress && isIP(host.replace(/^\[(.*)\]$/, '$1')) !== 0) return true;
     return allowed.some((a) => a.host === host && (a.port === undefined || a.port === port));
+  };
+  // Every request asks, and clients name few hosts: parse each once. Bounded,
+  // since a client can send any Host.
+  const decided = new Map<string, boolean>();
+  return (hostHeader) => {
+    let ok = decided.get(hostHeader);
+    if (ok === undefined) {
+      ok = decide(hostHeader);
+      if (decided.size >= 256) decided.clear();
+      decided.set(hostHeader, ok);
+    }
+    return ok;
   };
 }
 

@@ -86,9 +86,9 @@ export default fp<LimitsOptions>(
       if (opts.authRateLimitMax === 0) return;
       names.set(req, username);
       const checks = await Promise.all([byAddress(req), byName(req)]);
-      const over = checks.filter((c) => !c.isAllowed && c.isExceeded);
-      if (over.length === 0) return;
-      const wait = Math.max(...over.map((c) => (c.isAllowed ? 0 : c.ttlInSeconds)));
+      const waits = checks.flatMap((c) => (!c.isAllowed && c.isExceeded ? [c.ttlInSeconds] : []));
+      if (waits.length === 0) return;
+      const wait = Math.max(...waits);
       throw rateLimited(`too many password checks for this address or user (AUTH_RATE_LIMIT_MAX): retry in ${wait} s`, wait);
     });
 
